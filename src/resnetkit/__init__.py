@@ -1,0 +1,12 @@
+"""resnetkit: residual CNNs on PyTorch - exact torchvision/timm models, backbones,
+summaries, training and fast CPU inference."""
+from . import blocks, models  # noqa: F401  (importing models registers them)
+from .blocks import *  # noqa: F401,F403
+from .blocks import __all__ as _blocks_all
+from .features import FeatureInfo
+from .registry import UnknownModelError, create_model, list_models, register_model
+
+__version__ = "0.1.0"
+
+__all__ = ["create_model", "list_models", "register_model", "register_plugin", "UnknownModelError",
+           "FeatureInfo", *_blocks_all]

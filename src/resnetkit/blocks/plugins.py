@@ -1,0 +1,97 @@
+"""Plugin layers inserted into ResNet blocks (mmdet's ``plugins`` option).
+
+A plugin spec is ``{"cfg": {"type": NAME, **kwargs}, "position": "after_conv1" |
+"after_conv2" | "after_conv3", "stages": (bool, bool, bool, bool)}``. The layer
+is built as ``cls(in_channels, **kwargs)`` with the channel count at that
+position and must keep the tensor's shape.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from .se import SqueezeExcite
+
+POSITIONS = ("after_conv1", "after_conv2", "after_conv3")
+_PLUGINS: dict[str, type[nn.Module]] = {}
+
+
+def register_plugin(name: str, cls: type[nn.Module]) -> type[nn.Module]:
+    """Make ``cls`` available as ``{"type": name}`` in a ``plugins`` spec."""
+    _PLUGINS[name] = cls
+    return cls
+
+
+def build_plugin(cfg: dict[str, Any], in_channels: int) -> nn.Module:
+    cfg = dict(cfg)
+    name = cfg.pop("type", None)
+    if name not in _PLUGINS:
+        close = difflib.get_close_matches(str(name), list(_PLUGINS), n=3)
+        hint = f" Did you mean {close}?" if close else ""
+        raise ValueError(f"unknown plugin type {name!r}; registered: {sorted(_PLUGINS)}.{hint} "
+                         "Add your own with resnetkit.register_plugin(name, cls).")
+    return _PLUGINS[name](in_channels, **cfg)
+
+
+def check_plugins(plugins: Sequence[dict] | None, num_stages: int = 4) -> list[dict]:
+    """Validate plugin specs early, so a typo fails at construction with the reason."""
+    out = []
+    for i, p in enumerate(plugins or ()):
+        if not isinstance(p, dict) or "cfg" not in p or "position" not in p:
+            raise ValueError(f"plugins[{i}] must be a dict with 'cfg' and 'position' keys, got {p!r}")
+        if p["position"] not in POSITIONS:
+            raise ValueError(f"plugins[{i}]: position {p['position']!r} is not one of {POSITIONS}")
+        stages = tuple(p.get("stages") or (True,) * num_stages)
+        if len(stages) != num_stages:
+            raise ValueError(f"plugins[{i}]: 'stages' needs {num_stages} booleans, got {stages}")
+        out.append({"cfg": dict(p["cfg"]), "position": p["position"], "stages": stages})
+    return out
+
+
+def plugins_for_stage(plugins: Sequence[dict] | None, stage: int) -> list[dict]:
+    return [p for p in check_plugins(plugins) if p["stages"][stage]]
+
+
+class SEPlugin(SqueezeExcite):
+    """Squeeze-excite as a ResNet plugin: ``{"type": "SE", "ratio": 1/16}``."""
+
+    def __init__(self, in_channels: int, ratio: float = 1 / 16) -> None:
+        super().__init__(in_channels, rd_ratio=ratio)
+
+
+class NonLocal(nn.Module):
+    """Non-local block (Wang et al. 2018), embedded-Gaussian form.
+
+    Every position attends to every other: ``y = x + W(softmax(θ(x)ᵀφ(x)) g(x))``.
+    ``W`` ends in a BatchNorm whose γ starts at 0, so a freshly inserted block is
+    the identity and does not disturb a pretrained backbone.
+    """
+
+    def __init__(self, in_channels: int, reduction: int = 2, use_scale: bool = True) -> None:
+        super().__init__()
+        inter = max(in_channels // reduction, 1)
+        self.use_scale = use_scale
+        self.g = nn.Conv2d(in_channels, inter, 1)
+        self.theta = nn.Conv2d(in_channels, inter, 1)
+        self.phi = nn.Conv2d(in_channels, inter, 1)
+        self.conv_out = nn.Conv2d(inter, in_channels, 1, bias=False)
+        self.norm = nn.BatchNorm2d(in_channels)
+        nn.init.zeros_(self.norm.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        g = self.g(x).flatten(2).transpose(1, 2)          # n, hw, c'
+        theta = self.theta(x).flatten(2).transpose(1, 2)  # n, hw, c'
+        phi = self.phi(x).flatten(2)                      # n, c', hw
+        attn = theta @ phi
+        if self.use_scale:
+            attn = attn / theta.shape[-1] ** 0.5
+        y = (attn.softmax(-1) @ g).transpose(1, 2).reshape(n, -1, h, w)
+        return x + self.norm(self.conv_out(y))
+
+
+register_plugin("SE", SEPlugin)
+register_plugin("NonLocal", NonLocal)

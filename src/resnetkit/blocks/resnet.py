@@ -1,0 +1,153 @@
+"""ResNet's two residual units, shared by every ResNet / ResNeXt / Wide / CIFAR variant.
+
+Layer names (conv1, bn1, ..., downsample) are torchvision's, so torchvision
+checkpoints load unchanged into any model built from these blocks.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from .base import Block, DropPath
+from .plugins import build_plugin
+
+NormLayer = Callable[[int], nn.Module]
+
+
+def make_shortcut(inplanes: int, outplanes: int, stride: int = 1, avg_down: bool = False,
+                  norm_layer: NormLayer | None = None) -> nn.Sequential | None:
+    """The projection shortcut a block needs, or ``None`` when identity fits.
+
+    A shortcut must have the branch's output shape: when the stride or the
+    channel count changes, a 1×1 conv (stride s) + BN projects it (He et al.'s
+    option B). With ``avg_down`` (ResNet-D) the stride moves into a 2×2 average
+    pool so the 1×1 conv no longer discards ¾ of the positions.
+    """
+    if stride == 1 and inplanes == outplanes:
+        return None
+    norm_layer = norm_layer or nn.BatchNorm2d
+    if avg_down and stride != 1:
+        return nn.Sequential(
+            nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False),
+            nn.Conv2d(inplanes, outplanes, 1, bias=False),
+            norm_layer(outplanes),
+        )
+    return nn.Sequential(nn.Conv2d(inplanes, outplanes, 1, stride=stride, bias=False), norm_layer(outplanes))
+
+
+class _ResBlock(Block):
+    """Common plumbing: shortcut check, plugins, drop path, zero-init, final add."""
+
+    expansion = 1
+    last_bn = "bn2"
+
+    def _setup(self, inplanes: int, planes: int, stride: int, downsample: nn.Module | None,
+               drop_path: float, plugins: Sequence[dict] | None, widths: dict[str, int]) -> None:
+        outplanes = planes * self.expansion
+        if downsample is None and (stride != 1 or inplanes != outplanes):
+            name = type(self).__name__
+            raise ValueError(
+                f"{name}(inplanes={inplanes}, planes={planes}, stride={stride}): the branch outputs "
+                f"{outplanes} channels at stride {stride} but the shortcut is an identity, so the two "
+                f"cannot be added. Pass downsample=resnetkit.blocks.make_shortcut({inplanes}, {outplanes}, "
+                f"stride={stride}) (a 1×1 projection)."
+            )
+        self.downsample = downsample
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        for p in plugins or ():
+            pos = p["position"]
+            if pos not in widths:
+                raise ValueError(f"{type(self).__name__} has no plugin position {pos!r}; it offers {sorted(widths)}")
+            seq = getattr(self, f"{pos}_plugins", None)
+            if seq is None:
+                seq = nn.Sequential()
+                setattr(self, f"{pos}_plugins", seq)
+            seq.append(build_plugin(p["cfg"], widths[pos]))
+
+    def _plugin(self, x: torch.Tensor, position: str) -> torch.Tensor:
+        seq = getattr(self, f"{position}_plugins", None)
+        return x if seq is None else seq(x)
+
+    def _add(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(self.drop_path(out) + identity)
+
+    def zero_init_last(self) -> None:
+        """Start the block as identity: the last BN's γ = 0 (Goyal et al. 2017)."""
+        bn = getattr(self, self.last_bn)
+        if getattr(bn, "weight", None) is not None:
+            nn.init.zeros_(bn.weight)
+
+
+class BasicBlock(_ResBlock):
+    """Two 3×3 convs (ResNet-18/34). ``expansion = 1``.
+
+    Unlike torchvision's, it accepts dilation; ``groups``/``base_width`` must stay
+    at 1/64 because the block has no bottleneck to group.
+    """
+
+    expansion = 1
+    last_bn = "bn2"
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 groups: int = 1, base_width: int = 64, dilation: int = 1, norm_layer: NormLayer | None = None,
+                 *, style: str = "pytorch", drop_path: float = 0.0, plugins: Sequence[dict] | None = None) -> None:
+        super().__init__()
+        if groups != 1 or base_width != 64:
+            raise ValueError("BasicBlock supports only groups=1 and base_width=64; use Bottleneck for ResNeXt/Wide")
+        norm_layer = norm_layer or nn.BatchNorm2d
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, padding=dilation, dilation=dilation, bias=False)
+        self.bn1 = norm_layer(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=dilation, dilation=dilation, bias=False)
+        self.bn2 = norm_layer(planes)
+        self.stride = stride
+        self._setup(inplanes, planes, stride, downsample, drop_path, plugins,
+                    {"after_conv1": planes, "after_conv2": planes})
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self._plugin(self.relu(self.bn1(self.conv1(x))), "after_conv1")
+        out = self._plugin(self.bn2(self.conv2(out)), "after_conv2")
+        return self._add(out, x)
+
+
+class Bottleneck(_ResBlock):
+    """1×1 reduce → 3×3 (grouped) → 1×1 expand (ResNet-50+). ``expansion = 4``.
+
+    ``style="pytorch"`` puts the stride on the 3×3 conv (ResNet v1.5, torchvision):
+    a strided 1×1 would skip ¾ of the input; ``style="caffe"`` keeps the original
+    paper's stride on the first 1×1. Width is ``planes · base_width/64 · groups``
+    (ResNeXt 32×4d: groups=32, base_width=4; Wide ResNet: base_width=128).
+    """
+
+    expansion = 4
+    last_bn = "bn3"
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 groups: int = 1, base_width: int = 64, dilation: int = 1, norm_layer: NormLayer | None = None,
+                 *, style: str = "pytorch", drop_path: float = 0.0, plugins: Sequence[dict] | None = None) -> None:
+        super().__init__()
+        if style not in ("pytorch", "caffe"):
+            raise ValueError(f"style must be 'pytorch' or 'caffe', got {style!r}")
+        norm_layer = norm_layer or nn.BatchNorm2d
+        width = int(planes * (base_width / 64.0)) * groups
+        s1, s2 = (stride, 1) if style == "caffe" else (1, stride)
+        self.conv1 = nn.Conv2d(inplanes, width, 1, stride=s1, bias=False)
+        self.bn1 = norm_layer(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride=s2, padding=dilation, dilation=dilation,
+                               groups=groups, bias=False)
+        self.bn2 = norm_layer(width)
+        self.conv3 = nn.Conv2d(width, planes * self.expansion, 1, bias=False)
+        self.bn3 = norm_layer(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.stride = stride
+        self._setup(inplanes, planes, stride, downsample, drop_path, plugins,
+                    {"after_conv1": width, "after_conv2": width, "after_conv3": planes * self.expansion})
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self._plugin(self.relu(self.bn1(self.conv1(x))), "after_conv1")
+        out = self._plugin(self.relu(self.bn2(self.conv2(out))), "after_conv2")
+        out = self._plugin(self.bn3(self.conv3(out)), "after_conv3")
+        return self._add(out, x)

@@ -1,0 +1,44 @@
+"""Multi-scale features, written once for every family from its ``feature_info``.
+
+Each model lists its *levels*: level i is the output of the last module that
+runs at reduction 2^(i+1) (the FPN convention; index 0 = stem/C1, 1-4 = C2-C5).
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+
+class FeatureInfo(list):
+    """A list of ``{"num_chs", "reduction", "module"}`` dicts with timm's helpers."""
+
+    def __init__(self, levels: Iterable[dict[str, Any]] = ()) -> None:
+        super().__init__(dict(level) for level in levels)
+
+    def channels(self) -> list[int]:
+        return [level["num_chs"] for level in self]
+
+    def reduction(self) -> list[int]:
+        return [level["reduction"] for level in self]
+
+    def module_name(self) -> list[str]:
+        return [level["module"] for level in self]
+
+    def select(self, indices: Sequence[int]) -> "FeatureInfo":
+        return FeatureInfo(self[i] for i in indices)
+
+
+def check_out_indices(out_indices: Sequence[int] | None, num_levels: int, model_name: str = "model") -> tuple[int, ...]:
+    """Normalise ``out_indices`` (default: all levels; negative counts from the end)."""
+    if out_indices is None:
+        return tuple(range(num_levels))
+    if isinstance(out_indices, int):
+        out_indices = (out_indices,)
+    result = []
+    for i in out_indices:
+        if not isinstance(i, int) or not -num_levels <= i < num_levels:
+            raise ValueError(f"out_indices entry {i!r} is out of range for {model_name}, which has "
+                             f"{num_levels} feature levels (valid: 0..{num_levels - 1})")
+        result.append(i % num_levels)
+    if len(set(result)) != len(result):
+        raise ValueError(f"out_indices {tuple(out_indices)} repeats a level")
+    return tuple(sorted(result))

@@ -1,0 +1,160 @@
+"""The one model contract every family implements (timm's vocabulary + mmdet's backbone knobs).
+
+A family subclass builds its layers and then declares three things:
+
+* ``trunk_names``  - top-level (or dotted) module names whose sequential run is
+  ``forward_features``;
+* ``feature_info`` - one level per reduction, each naming a trunk module;
+* ``head_names``   - modules that only the classifier head uses
+  (``classifier_name`` is the final ``nn.Linear`` among them).
+
+Everything generic then lives here, once: classifier head API, gradient
+checkpointing, ``features_only`` backbones, ``frozen_stages`` and ``norm_eval``.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..blocks.base import Block
+from ..features import FeatureInfo, check_out_indices
+
+
+class ResidualNet(nn.Module):
+    trunk_names: list[str]
+    head_names: list[str]
+    classifier_name: str
+    feature_info: FeatureInfo
+    num_features: int
+    num_classes: int
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features_only = False
+        self.out_indices: tuple[int, ...] = ()
+        self.frozen_stages = -1
+        self.norm_eval = False
+
+    # ----------------------------------------------------------------- trunk
+    def trunk(self) -> list[tuple[str, nn.Module]]:
+        return [(n, self.get_submodule(n)) for n in self.trunk_names]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last feature map, before pooling."""
+        for _, module in self.trunk():
+            x = module(x)
+        return x
+
+    # ------------------------------------------------------------------ head
+    def forward_pre_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Pool the last feature map to one vector per image (families may override)."""
+        return torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.forward_pre_logits(x)
+        return x if pre_logits else self.get_submodule(self.classifier_name.split(".")[0])(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        if self.features_only:
+            return self.forward_levels(x)
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.get_submodule(self.classifier_name)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """New classifier with ``num_classes`` outputs; 0 makes the model return pooled features."""
+        if self.features_only:
+            raise RuntimeError("a features_only backbone has no classifier to reset")
+        new: nn.Module = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        ref = next(self.parameters(), None)
+        if ref is not None:
+            new = new.to(device=ref.device, dtype=ref.dtype)
+        parent, _, leaf = self.classifier_name.rpartition(".")
+        setattr(self.get_submodule(parent) if parent else self, leaf, new)
+        self.num_classes = num_classes
+
+    # ------------------------------------------------------- checkpointing
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block's activations in backward instead of storing them."""
+        for m in self.modules():
+            if isinstance(m, Block):
+                m.grad_checkpointing = enable
+
+    # ------------------------------------------------------------ features
+    def as_backbone(self, out_indices: Sequence[int] | None = None) -> "ResidualNet":
+        """Turn this classifier into a multi-scale backbone, in place (``features_only``).
+
+        Keeps only what the requested levels need: the head and any trunk module
+        after the deepest requested level are removed, so the state dict is the
+        plain backbone's (as mmdet stores it).
+        """
+        levels = self.feature_info
+        self.out_indices = check_out_indices(out_indices, len(levels), type(self).__name__)
+        self._all_levels = FeatureInfo(levels)
+        last = levels[self.out_indices[-1]]["module"]
+        keep = self.trunk_names[: self.trunk_names.index(last) + 1]
+        for name in self.trunk_names[len(keep):] + list(self.head_names):
+            if "." not in name and hasattr(self, name):
+                delattr(self, name)
+            else:  # a child of a Sequential trunk, e.g. "features.18"
+                parent, _, leaf = name.rpartition(".")
+                setattr(self.get_submodule(parent), leaf, nn.Identity())
+        self.trunk_names = keep
+        self.feature_info = levels.select(self.out_indices)
+        self.features_only = True
+        return self
+
+    def forward_levels(self, x: torch.Tensor) -> list[torch.Tensor]:
+        wanted = {lvl["module"] for lvl in self.feature_info}
+        out = []
+        for name, module in self.trunk():
+            x = module(x)
+            if name in wanted:
+                out.append(x)
+        return out
+
+    # ------------------------------------------------- frozen stages / norm eval
+    def _stage_modules(self, stage: int) -> list[nn.Module]:
+        """Stage 0 = trunk up to level 0 (the stem); stage k = after level k-1 up to level k."""
+        levels = getattr(self, "_all_levels", self.feature_info)
+        names = list(self.trunk_names)
+        bounds = [names.index(lvl["module"]) if lvl["module"] in names else len(names) for lvl in levels]
+        start = 0 if stage == 0 else bounds[stage - 1] + 1
+        return [self.get_submodule(n) for n in names[start: bounds[stage] + 1]]
+
+    def freeze_stages(self, frozen_stages: int) -> None:
+        """Stages 0..frozen_stages lose ``requires_grad`` and stay in eval mode (mmdet's meaning)."""
+        levels = getattr(self, "_all_levels", self.feature_info)
+        if frozen_stages >= len(levels):
+            raise ValueError(f"frozen_stages={frozen_stages} but {type(self).__name__} has stages 0..{len(levels) - 1}")
+        self.frozen_stages = frozen_stages
+        for stage in range(frozen_stages + 1):
+            for m in self._stage_modules(stage):
+                m.eval()
+                for p in m.parameters():
+                    p.requires_grad = False
+
+    def train(self, mode: bool = True) -> "ResidualNet":
+        super().train(mode)
+        if mode:
+            for stage in range(self.frozen_stages + 1):
+                for m in self._stage_modules(stage):
+                    m.eval()
+            if self.norm_eval:
+                for m in self.modules():
+                    if isinstance(m, _BatchNorm):
+                        m.eval()
+        return self
+
+    def _apply_backbone_options(self, frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False) -> None:
+        """Shared tail of every family constructor."""
+        self.norm_eval = norm_eval
+        if with_cp:
+            self.set_grad_checkpointing(True)
+        if frozen_stages >= 0:
+            self.freeze_stages(frozen_stages)
+        self.train(self.training)

@@ -1,0 +1,102 @@
+"""Model registry: ``register_model``, ``list_models``, ``create_model``."""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    fn: Callable[..., nn.Module]
+    cls: type | None                      # the class whose keyword arguments the fn forwards
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+    def accepted_kwargs(self) -> set[str]:
+        names = {p for p in inspect.signature(self.fn).parameters if p != "kwargs"}
+        if self.cls is not None:
+            names |= {p for p, v in inspect.signature(self.cls).parameters.items()
+                      if v.kind not in (v.VAR_KEYWORD, v.VAR_POSITIONAL)}
+        return names
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(cls: type | None = None, **defaults: Any) -> Callable:
+    """Decorator: ``@register_model(ResNet)`` on ``def resnet50(**kwargs)``.
+
+    ``cls`` is the class the function forwards ``**kwargs`` to; its signature is
+    what ``create_model`` checks keyword arguments against, so a typo such as
+    ``deep_sten=True`` fails loudly instead of being ignored.
+    """
+    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if fn.__name__ in _REGISTRY:
+            raise ValueError(f"model {fn.__name__!r} is already registered")
+        _REGISTRY[fn.__name__] = ModelEntry(fn.__name__, fn, cls, defaults)
+        return fn
+    return wrap
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Sorted registered names, optionally filtered with an fnmatch pattern (``"resnet*"``)."""
+    names = sorted(_REGISTRY)
+    return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
+
+
+def get_entry(name: str) -> ModelEntry:
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise UnknownModelError(f"unknown model {name!r}.{hint} See resnetkit.list_models() for all "
+                                f"{len(_REGISTRY)} names.")
+    return _REGISTRY[name]
+
+
+class UnknownModelError(ValueError, KeyError):
+    """Raised for a name that is not registered; the message lists close matches."""
+
+    def __str__(self) -> str:  # KeyError would add quotes around the message
+        return str(self.args[0])
+
+
+def create_model(name: str, num_classes: int | None = None, in_chans: int | None = None,
+                 pretrained: str | None = None, features_only: bool = False,
+                 out_indices: tuple[int, ...] | None = None, **kwargs: Any) -> nn.Module:
+    """Build a registered model by name.
+
+    ``num_classes``/``in_chans`` default to the model's own (1000/3; 10 classes
+    for CIFAR and d2l models, 1 channel for ``d2l_resnet18``). ``pretrained`` is a
+    local checkpoint path loaded with :func:`resnetkit.load_weights` (never a
+    download). ``features_only=True`` returns a multi-scale backbone whose forward
+    gives one tensor per ``out_indices`` level.
+    """
+    entry = get_entry(name)
+    accepted = entry.accepted_kwargs()
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        msgs = []
+        for k in unknown:
+            close = difflib.get_close_matches(k, sorted(accepted), n=3)
+            msgs.append(f"{k!r}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+        raise TypeError(f"create_model({name!r}): unknown keyword argument(s) {', '.join(msgs)}. "
+                        f"Accepted: {', '.join(sorted(accepted - {'block', 'layers'}))}")
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    if in_chans is not None:
+        kwargs["in_chans"] = in_chans
+    model = entry.fn(**kwargs)
+    model.model_name = name
+    if pretrained:
+        from .weights import load_weights
+        load_weights(model, pretrained)
+    if features_only:
+        model.as_backbone(out_indices)
+    elif out_indices is not None:
+        raise ValueError("out_indices only applies with features_only=True")
+    return model
