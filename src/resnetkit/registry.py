@@ -4,7 +4,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from torch import nn
@@ -15,7 +15,7 @@ class ModelEntry:
     name: str
     fn: Callable[..., nn.Module]
     cls: type | None                      # the class whose keyword arguments the fn forwards
-    defaults: dict[str, Any] = field(default_factory=dict)
+    input_size: tuple[int, int, int] = (3, 224, 224)   # (C, H, W) the model is designed for
 
     def accepted_kwargs(self) -> set[str]:
         names = {p for p in inspect.signature(self.fn).parameters if p != "kwargs"}
@@ -28,17 +28,19 @@ class ModelEntry:
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(cls: type | None = None, **defaults: Any) -> Callable:
+def register_model(cls: type | None = None, input_size: tuple[int, int, int] = (3, 224, 224)) -> Callable:
     """Decorator: ``@register_model(ResNet)`` on ``def resnet50(**kwargs)``.
 
     ``cls`` is the class the function forwards ``**kwargs`` to; its signature is
     what ``create_model`` checks keyword arguments against, so a typo such as
-    ``deep_sten=True`` fails loudly instead of being ignored.
+    ``deep_sten=True`` fails loudly instead of being ignored. ``input_size`` is the
+    (C, H, W) the model is designed for (CIFAR models: 3×32×32); it becomes the
+    model's ``default_input_size`` used by summaries, benchmarks and tests.
     """
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if fn.__name__ in _REGISTRY:
             raise ValueError(f"model {fn.__name__!r} is already registered")
-        _REGISTRY[fn.__name__] = ModelEntry(fn.__name__, fn, cls, defaults)
+        _REGISTRY[fn.__name__] = ModelEntry(fn.__name__, fn, cls, tuple(input_size))
         return fn
     return wrap
 
@@ -92,6 +94,8 @@ def create_model(name: str, num_classes: int | None = None, in_chans: int | None
         kwargs["in_chans"] = in_chans
     model = entry.fn(**kwargs)
     model.model_name = name
+    chans = in_chans if in_chans is not None else entry.input_size[0]
+    model.default_input_size = (chans, *entry.input_size[1:])
     if pretrained:
         from .weights import load_weights
         load_weights(model, pretrained)

@@ -1,0 +1,36 @@
+"""BasicBlock / Bottleneck on their own."""
+import pytest
+import torch
+
+import resnetkit as rk
+
+
+def test_expansions():
+    assert rk.BasicBlock.expansion == 1 and rk.Bottleneck.expansion == 4
+
+
+def test_identity_block_keeps_shape():
+    assert rk.BasicBlock(64, 64)(torch.randn(1, 64, 8, 8)).shape == (1, 64, 8, 8)
+    assert rk.Bottleneck(256, 64)(torch.randn(1, 256, 8, 8)).shape == (1, 256, 8, 8)
+
+
+def test_projection_block():
+    blk = rk.Bottleneck(64, 128, stride=2, downsample=rk.make_shortcut(64, 512, stride=2))
+    assert blk(torch.randn(1, 64, 16, 16)).shape == (1, 512, 8, 8)
+
+
+@pytest.mark.parametrize("block,args", [(rk.BasicBlock, (64, 128, 1)), (rk.BasicBlock, (64, 64, 2)),
+                                        (rk.Bottleneck, (64, 64, 1)), (rk.Bottleneck, (256, 64, 2))])
+def test_shortcut_mismatch_is_refused_at_construction(block, args):
+    with pytest.raises(ValueError, match="make_shortcut"):
+        block(*args)
+
+
+def test_make_shortcut_is_none_when_identity_fits():
+    assert rk.make_shortcut(64, 64, 1) is None
+    assert rk.make_shortcut(64, 256, 1) is not None
+
+
+def test_basic_block_refuses_groups():
+    with pytest.raises(ValueError, match="Bottleneck"):
+        rk.BasicBlock(64, 64, groups=32)

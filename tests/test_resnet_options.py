@@ -1,0 +1,196 @@
+"""Every backbone option does what mmdet's and torchvision's documentation says."""
+import pytest
+import torch
+from torch import nn
+
+import resnetkit as rk
+from helpers import count_params, give_trained_bn_stats
+
+X = torch.randn(2, 3, 64, 64)
+
+
+def _bns(module):
+    return [m for m in module.modules() if isinstance(m, nn.BatchNorm2d)]
+
+
+def test_frozen_stages_have_no_grad_and_stay_eval():
+    m = rk.create_model("resnet18", frozen_stages=1)
+    m.train()
+    frozen = [m.conv1, m.bn1, m.layer1]
+    assert all(not p.requires_grad for mod in frozen for p in mod.parameters())
+    assert all(p.requires_grad for p in m.layer2.parameters())
+    assert all(not bn.training for mod in frozen for bn in _bns(mod))
+    assert all(bn.training for bn in _bns(m.layer2))
+    m(X).sum().backward()
+    assert m.conv1.weight.grad is None and m.layer1[0].conv1.weight.grad is None
+    assert m.layer2[0].conv1.weight.grad is not None
+    # frozen BN running stats must not move in training
+    before = m.bn1.running_mean.clone()
+    m(X)
+    assert torch.equal(before, m.bn1.running_mean)
+
+
+def test_frozen_stage_zero_is_the_stem_only():
+    m = rk.create_model("resnet50", frozen_stages=0).train()
+    assert not m.conv1.weight.requires_grad and not m.bn1.weight.requires_grad
+    assert m.layer1[0].conv1.weight.requires_grad
+
+
+def test_frozen_stages_out_of_range_is_clear():
+    with pytest.raises(ValueError, match="frozen_stages=5"):
+        rk.create_model("resnet18", frozen_stages=5)
+
+
+def test_norm_eval_keeps_every_bn_in_eval():
+    m = rk.create_model("resnet18", norm_eval=True)
+    m.train()
+    assert m.training and all(not bn.training for bn in _bns(m))
+    before = [bn.running_mean.clone() for bn in _bns(m)]
+    m(X)
+    assert all(torch.equal(a, bn.running_mean) for a, bn in zip(before, _bns(m)))
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_with_cp_gives_equal_outputs_and_gradients(name):
+    torch.manual_seed(0)
+    plain = rk.create_model(name, num_classes=10)
+    cp = rk.create_model(name, num_classes=10, with_cp=True)
+    cp.load_state_dict(plain.state_dict())
+    assert all(b.grad_checkpointing for b in cp.modules() if isinstance(b, rk.Block))
+    outs, grads = [], []
+    for m in (plain, cp):
+        m.train()
+        out = m(X)
+        out.square().sum().backward()
+        outs.append(out)
+        grads.append({k: p.grad.clone() for k, p in m.named_parameters()})
+    assert torch.allclose(outs[0], outs[1], atol=1e-6)
+    for k in grads[0]:
+        assert torch.allclose(grads[0][k], grads[1][k], atol=1e-5, rtol=1e-4), k
+
+
+def test_set_grad_checkpointing_toggles_blocks():
+    m = rk.create_model("resnet18")
+    m.set_grad_checkpointing(True)
+    assert all(b.grad_checkpointing for b in m.modules() if isinstance(b, rk.Block))
+    m.set_grad_checkpointing(False)
+    assert not any(b.grad_checkpointing for b in m.modules() if isinstance(b, rk.Block))
+
+
+def test_deep_stem_is_three_3x3_convs():
+    m = rk.create_model("resnet50", deep_stem=True).eval()
+    convs = [c for c in m.conv1 if isinstance(c, nn.Conv2d)]
+    assert [c.kernel_size for c in convs] == [(3, 3)] * 3
+    assert [c.stride for c in convs] == [(2, 2), (1, 1), (1, 1)]
+    assert [c.out_channels for c in convs] == [32, 32, 64]
+    assert m(X).shape == (2, 1000)
+    assert rk.create_model("resnet50", deep_stem=True, features_only=True)(X)[0].shape == (2, 64, 32, 32)
+
+
+def test_avg_down_puts_the_stride_in_an_avg_pool():
+    m = rk.create_model("resnet50", avg_down=True).eval()
+    ds = m.layer2[0].downsample
+    assert isinstance(ds[0], nn.AvgPool2d) and ds[0].stride == 2
+    assert ds[1].stride == (1, 1) and ds[1].kernel_size == (1, 1)
+    assert isinstance(m.layer1[0].downsample[0], nn.Conv2d)  # stride 1: nothing to average
+    assert m(X).shape == (2, 1000)
+
+
+def test_caffe_style_moves_stride_to_first_1x1():
+    py, caffe = rk.create_model("resnet50"), rk.create_model("resnet50", style="caffe")
+    assert py.layer2[0].conv1.stride == (1, 1) and py.layer2[0].conv2.stride == (2, 2)
+    assert caffe.layer2[0].conv1.stride == (2, 2) and caffe.layer2[0].conv2.stride == (1, 1)
+    assert caffe.eval()(X).shape == (2, 1000)
+    assert count_params(py) == count_params(caffe)
+
+
+@pytest.mark.parametrize("dilation,c5_stride", [((False, False, True), 16), ((False, True, True), 8)])
+def test_dilation_keeps_c5_resolution(dilation, c5_stride):
+    f = rk.create_model("resnet50", features_only=True, replace_stride_with_dilation=dilation).eval()
+    feats = f(torch.randn(1, 3, 64, 64))
+    assert feats[-1].shape == (1, 2048, 64 // c5_stride, 64 // c5_stride)
+    assert f.feature_info.reduction()[-1] == c5_stride
+    assert f.layer4[1].conv2.dilation == ((2, 2) if c5_stride == 16 else (4, 4))
+
+
+def test_dilation_also_works_for_basic_blocks():
+    f = rk.create_model("resnet18", features_only=True, replace_stride_with_dilation=(False, True, True))
+    assert f.eval()(torch.randn(1, 3, 64, 64))[-1].shape == (1, 512, 8, 8)
+
+
+def test_zero_init_residual_makes_blocks_start_as_identity():
+    m = rk.create_model("resnet50", zero_init_residual=True)
+    assert all(b.bn3.weight.abs().sum() == 0 for b in m.modules() if isinstance(b, rk.Bottleneck))
+    m = rk.create_model("resnet18", zero_init_residual=True)
+    blk = m.layer1[0].eval()
+    x = torch.randn(1, 64, 8, 8).relu()
+    assert torch.allclose(blk(x), x)
+
+
+def test_drop_path_is_stochastic_in_train_and_off_in_eval():
+    m = rk.create_model("resnet18", drop_path_rate=0.3)
+    rates = [getattr(b.drop_path, "drop_prob", 0.0) for b in m.modules() if isinstance(b, rk.BasicBlock)]
+    assert rates[0] == 0 and rates == sorted(rates)  # linear decay rule: deeper blocks drop more
+    assert rates[-1] == pytest.approx(0.3)
+    give_trained_bn_stats(m)
+    m.eval()
+    assert torch.equal(m(X), m(X))
+    m.train()
+    for bn in _bns(m):
+        bn.eval()  # isolate drop path from batch statistics
+    torch.manual_seed(1)
+    a = m(X)
+    torch.manual_seed(2)
+    b = m(X)
+    assert not torch.allclose(a, b)
+
+
+@pytest.mark.parametrize("plugin,extra", [({"type": "SE", "ratio": 1 / 16}, "after_conv3_plugins"),
+                                          ({"type": "NonLocal"}, "after_conv3_plugins")])
+def test_plugins_run_and_add_parameters(plugin, extra):
+    base = rk.create_model("resnet50")
+    stages = (False, False, True, True)
+    m = rk.create_model("resnet50", plugins=[{"cfg": plugin, "position": "after_conv3", "stages": stages}])
+    assert count_params(m) > count_params(base)
+    assert hasattr(m.layer3[0], extra) and not hasattr(m.layer1[0], extra)
+    assert m.eval()(X).shape == (2, 1000)
+
+
+def test_se_plugin_after_conv2_of_basic_block():
+    m = rk.create_model("resnet18", plugins=[{"cfg": {"type": "SE"}, "position": "after_conv2"}])
+    assert isinstance(m.layer1[0].after_conv2_plugins[0], rk.SqueezeExcite)
+    assert m.eval()(X).shape == (2, 1000)
+
+
+def test_nonlocal_plugin_starts_as_identity():
+    base = rk.create_model("resnet18").eval()
+    nl = rk.create_model("resnet18", plugins=[{"cfg": {"type": "NonLocal"}, "position": "after_conv2",
+                                               "stages": (False, False, False, True)}]).eval()
+    nl.load_state_dict(base.state_dict(), strict=False)
+    assert torch.allclose(base(X), nl(X), atol=1e-5)
+
+
+def test_register_plugin_adds_a_type():
+    class Scale(nn.Module):
+        def __init__(self, channels, value=2.0):
+            super().__init__()
+            self.scale = nn.Parameter(torch.full((1, channels, 1, 1), value))
+
+        def forward(self, x):
+            return x * self.scale
+
+    rk.register_plugin("TestScale", Scale)
+    m = rk.create_model("resnet18", plugins=[{"cfg": {"type": "TestScale", "value": 1.0},
+                                              "position": "after_conv1"}])
+    assert m.layer2[0].after_conv1_plugins[0].scale.shape == (1, 128, 1, 1)
+
+
+@pytest.mark.parametrize("spec,match", [
+    ({"cfg": {"type": "SEE"}, "position": "after_conv1"}, "Did you mean"),
+    ({"cfg": {"type": "SE"}, "position": "after_conv4"}, "position"),
+    ({"cfg": {"type": "SE"}, "position": "after_conv3"}, "after_conv3"),  # BasicBlock has only 2 convs
+    ({"cfg": {"type": "SE"}, "position": "after_conv1", "stages": (True,)}, "4 booleans"),
+])
+def test_bad_plugin_specs_are_clear(spec, match):
+    with pytest.raises(ValueError, match=match):
+        rk.create_model("resnet18", plugins=[spec])
