@@ -1,0 +1,13 @@
+"""Docstring examples are real: run them."""
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ["resnetkit.models.resnet"]
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_docstring_examples_run(module):
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
