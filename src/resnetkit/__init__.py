@@ -5,8 +5,9 @@ from .blocks import *  # noqa: F401,F403
 from .blocks import __all__ as _blocks_all
 from .features import FeatureInfo
 from .registry import UnknownModelError, create_model, list_models, register_model
+from .deploy import export_onnx, optimize_for_inference, quantize_int8
 
 __version__ = "0.1.0"
 
 __all__ = ["create_model", "list_models", "register_model", "register_plugin", "UnknownModelError",
-           "FeatureInfo", *_blocks_all]
+           "FeatureInfo", "optimize_for_inference", "quantize_int8", "export_onnx", *_blocks_all]
