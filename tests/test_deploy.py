@@ -100,6 +100,19 @@ def test_fold_generic_module_tree():
         torch.testing.assert_close(folded(x), net(x), atol=1e-5, rtol=1e-5)
 
 
+def test_fold_timm_ghostnet_keeps_norm_act_activation():
+    """A real foreign module tree: timm's GhostNet, whose BatchNormAct2d also applies a ReLU."""
+    timm = pytest.importorskip("timm")
+    net = timm.create_model("ghostnet_050")
+    give_trained_bn_stats(net)
+    net.eval()
+    x = torch.randn(2, 3, 64, 64)
+    folded = fold_batchnorm(net, example_input=x)
+    assert count_batchnorms(folded) == 0
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), net(x), atol=1e-5, rtol=1e-4)
+
+
 def test_fold_refuses_batch_statistics_bn():
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, track_running_stats=False))
     with pytest.raises(ValueError, match="track_running_stats"):

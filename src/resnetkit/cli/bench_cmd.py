@@ -26,9 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..deploy.bench import (count_macs, format_report, measure_ceiling, parse_input_size, reference_model,
+    from ..deploy.bench import (count_macs, format_report, measure_ceiling, model_pair, parse_input_size,
                                 resnetkit_variant, time_alternating)
-    from ..registry import create_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -36,20 +35,13 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch must be >= 1, got {args.batch}")
     if args.dtype == "int8" and args.compile:
         raise ValueError("--compile applies to fp32/bf16; int8 models run through their own quantized kernels")
-    ours = create_model(args.name).eval()
-    n, c, h, w = parse_input_size(args.input) if args.input else (1, *ours.default_input_size)
+    ref_model, baseline, ours, who = model_pair(args.name)
+    default = getattr(ours, "default_input_size", (3, 224, 224))
+    n, c, h, w = parse_input_size(args.input) if args.input else (1, *default)
     size = (args.batch or n, c, h, w)
-
-    ref = reference_model(args.name)
-    if ref is not None:
-        baseline = f"{ref[1]} eager fp32"
-        ref_model = ref[0]
-        ours.load_state_dict(ref_model.state_dict())  # identical layouts: both compute the same function
-    else:
-        baseline, ref_model = "resnetkit eager fp32", ours
     x = torch.randn(size)
     calibration = torch.randn(max(8, size[0]), *size[1:]) if args.dtype == "int8" else None
-    label = f"resnetkit {args.dtype}" + (" compiled" if args.compile else "")
+    label = f"{who} {args.dtype}" + (" compiled" if args.compile else "")
     fast = resnetkit_variant(ours, args.dtype, compile=args.compile, calibration=calibration)
 
     timings = time_alternating({baseline: ref_model, label: fast}, x, iters=args.iters, warmup=args.warmup)

