@@ -4,7 +4,7 @@ import importlib
 
 import pytest
 
-MODULES = ["resnetkit.models.resnet"]
+MODULES = ["resnetkit.models.resnet", "resnetkit.models.d2l", "resnetkit.blocks.d2l"]
 
 
 @pytest.mark.parametrize("module", MODULES)

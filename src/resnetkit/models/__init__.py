@@ -1,5 +1,6 @@
 """Model families; importing this package registers every model."""
 from . import resnet  # noqa: F401
+from . import d2l  # noqa: F401
 from .base import ResidualNet
 from .resnet import ResNet
 
