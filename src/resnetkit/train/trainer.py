@@ -1,0 +1,332 @@
+"""``Trainer`` and ``fit``: the training loop behind ``resnetkit train``."""
+from __future__ import annotations
+
+import math
+import random
+import sys
+import time
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import checkpoint as ckpt
+from . import distributed as dist
+from ._deps import require
+from .config import TrainConfig
+from .data import ArrayDataset, ImageFolderDataset, batch_loader, load_dataset
+from .evaluate import EvalResult, autocast, evaluate
+from .transforms import InputSpec, epoch_order, epoch_shifts, prepare_batch
+
+Callback = Callable[["Trainer", dict[str, float]], None]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is left in place."""
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`Trainer.fit` returns: the trained model (unwrapped from DDP), one
+    metrics dict per epoch, the best test accuracy and where the files went."""
+
+    model: nn.Module
+    history: list[dict[str, float]]
+    best_acc: float
+    out: Path | None
+
+    @property
+    def final_acc(self) -> float:
+        return self.history[-1]["test_acc"] if self.history else float("nan")
+
+
+class LRSchedule:
+    """Learning-rate factor per optimiser step: linear warm-up, then cosine to 0, step
+    decay (x0.1 at 50% and 75% of training) or constant. A plain object so that
+    ``LambdaLR.state_dict`` stays weights_only-loadable."""
+
+    def __init__(self, kind: str, total_steps: int, warmup_steps: int) -> None:
+        self.kind, self.total, self.warmup = kind, max(1, total_steps), min(warmup_steps, max(0, total_steps - 1))
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / (self.warmup + 1)
+        t = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        if self.kind == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * t))
+        if self.kind == "step":
+            return 0.1 ** sum(t >= m for m in (0.5, 0.75))
+        return 1.0
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on conv/linear weights only: decaying norm scales and biases only
+    fights the normalisation and hurts accuracy (the usual timm/torchvision recipe)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim > 1 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _model_in_chans(model: nn.Module) -> int:
+    size = getattr(model, "default_input_size", None)
+    if size:
+        return int(size[0])
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return first.in_channels if first is not None else 3
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Train a registered model (or one you pass) on a dataset, writing run files to ``config.out``.
+
+    >>> from resnetkit.train import Trainer, TrainConfig           # doctest: +SKIP
+    >>> result = Trainer(TrainConfig(epochs=3, out="runs/x")).fit()  # doctest: +SKIP
+    >>> result.final_acc                                              # doctest: +SKIP
+
+    Keyword ``overrides`` replace fields of ``config``. ``model``/``train_data``/
+    ``test_data`` replace what the config names (datasets: objects like
+    :class:`~resnetkit.train.data.ArrayDataset`). ``callbacks`` run on every process
+    after each epoch (files written) with the trainer and the epoch's metrics.
+    """
+
+    def __init__(self, config: TrainConfig | None = None, *, model: nn.Module | None = None,
+                 train_data: Any = None, test_data: Any = None, callbacks: Iterable[Callback] = (),
+                 progress: bool = True, verbose: bool = True, **overrides: Any) -> None:
+        cfg = replace(config or TrainConfig(), **overrides)
+        self.config, self.callbacks = cfg, list(callbacks)
+        self.device = dist.resolve_device(cfg.device)
+        self.dist = dist.setup(self.device)
+        if cfg.batch_size % self.dist.world:
+            raise ValueError(f"batch_size {cfg.batch_size} (the global batch) must divide evenly over "
+                             f"{self.dist.world} processes")
+        self.progress, self.verbose = progress and self.dist.is_main, verbose and self.dist.is_main
+        self.out = Path(cfg.out) if cfg.out else None
+        _seed_everything(cfg.seed)
+
+        self.train_data = train_data if train_data is not None else load_dataset(cfg.data, "train")
+        self.test_data = test_data if test_data is not None else load_dataset(cfg.data, "test")
+        if cfg.max_samples:
+            self.train_data = self.train_data.subset(min(cfg.max_samples, len(self.train_data)))
+            self.test_data = self.test_data.subset(min(cfg.max_samples, len(self.test_data)))
+        classes = list(self.train_data.classes)
+        if model is None:
+            from ..registry import create_model
+
+            model = create_model(cfg.model, num_classes=len(classes), **cfg.model_kwargs)
+        # create_model tags models with their name; eval/predict rebuild the model from it.
+        self.model_name = getattr(model, "model_name", None)
+        self.model_kwargs = cfg.model_kwargs if self.model_name == cfg.model else {}
+        self.spec = self._input_spec(model)
+        self.channels_last = cfg.amp if cfg.channels_last is None else cfg.channels_last
+        model = model.to(self.device, memory_format=torch.channels_last if self.channels_last
+                         else torch.preserve_format)
+        self.net = model                                  # the plain module (saved, evaluated)
+        self.model = dist.wrap(model, self.dist, self.device)   # what the training step calls
+
+        self.steps_per_epoch = len(self.train_data) // cfg.batch_size
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"batch_size {cfg.batch_size} is larger than the {len(self.train_data)} "
+                             "training images; lower --batch-size")
+        self.optimizer = self._optimizer()
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, LRSchedule(cfg.schedule, cfg.epochs * self.steps_per_epoch,
+                                       round(cfg.warmup * self.steps_per_epoch)))
+        fp16 = cfg.amp and self.device.type == "cuda" and not torch.cuda.is_bf16_supported()
+        self.scaler = torch.amp.GradScaler("cuda", enabled=fp16)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.history: list[dict[str, float]] = []
+        self.best_acc, self.epoch = -1.0, 0
+        if cfg.resume:
+            self._resume()
+
+    # ------------------------------------------------------------------------------------ setup
+
+    def _input_spec(self, model: nn.Module) -> InputSpec:
+        cfg, data = self.config, self.train_data
+        if cfg.image_size:
+            size = (cfg.image_size, cfg.image_size)
+        elif data.image_size is not None:
+            size = tuple(data.image_size)
+        else:  # ImageFolder trees: the size the model was designed for
+            size = tuple(getattr(model, "default_input_size", (3, 224, 224))[1:])
+        for ds in (self.train_data, self.test_data):
+            if isinstance(ds, ImageFolderDataset):
+                ds.image_size = size
+        if self.test_data.channels != data.channels:
+            raise ValueError(f"train data has {data.channels} channels but test data {self.test_data.channels}")
+        mean, std = data.channel_stats()
+        return InputSpec(_model_in_chans(model), data.channels, size, mean, std, tuple(data.image_size))
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        cfg = self.config
+        groups = param_groups(self.net, cfg.weight_decay)
+        if cfg.optimizer == "sgd":
+            return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+
+    def meta(self) -> dict[str, Any]:
+        """What eval/predict need to rebuild and feed the model (stored in best.safetensors and last.pt)."""
+        return {"model": self.model_name, "model_kwargs": self.model_kwargs,
+                "num_classes": len(self.train_data.classes), "classes": list(self.train_data.classes),
+                "input": self.spec.to_dict(), "data": str(self.config.data)}
+
+    # ------------------------------------------------------------------------------- checkpoints
+
+    def state_dict(self) -> dict[str, Any]:
+        sched = self.scheduler.state_dict()
+        # The schedule's shape is rebuilt from the config; keeping it out lets a resumed run extend --epochs.
+        sched["lr_lambdas"] = [None] * len(sched["lr_lambdas"])
+        return {"epoch": self.epoch, "model": ckpt.plain_state_dict(self.net), "optimizer": self.optimizer.state_dict(),
+                "scheduler": sched, "scaler": self.scaler.state_dict(), "rng": ckpt.rng_state(),
+                "config": self.config.to_dict(), "history": self.history, "best_acc": self.best_acc,
+                "meta": self.meta()}
+
+    def _resume(self) -> None:
+        path = self.out / "last.pt"
+        state = ckpt.load_checkpoint(path)
+        saved = TrainConfig.from_dict(state["config"])
+        changed = [f"{k}: {v!r} -> {getattr(self.config, k)!r}" for k, v in saved.to_dict().items()
+                   if k not in ("resume", "epochs", "device", "workers", "out") and getattr(self.config, k) != v]
+        if changed and self.verbose:
+            warnings.warn(f"resuming {path} with changed settings ({'; '.join(changed)}): the run will not "
+                          "match an uninterrupted one", stacklevel=3)
+        self.net.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        ckpt.set_rng_state(state["rng"])
+        self.epoch, self.history, self.best_acc = state["epoch"], list(state["history"]), state["best_acc"]
+        self._log(f"resumed {path} after epoch {self.epoch} (best test accuracy {100 * self.best_acc:.2f}%)")
+
+    def _save(self, improved: bool) -> None:
+        if not (self.out and self.dist.is_main):
+            return
+        ckpt.save_checkpoint(self.out / "last.pt", self.state_dict())
+        if improved:
+            ckpt.save_model_file(self.net, self.out / "best.safetensors",
+                                 {**self.meta(), "epoch": self.epoch, "test_acc": self.best_acc})
+        ckpt.write_metrics(self.out / "metrics.csv", self.history)
+        ckpt.plot_curves(self.out / "curves.png", self.history)
+
+    # ---------------------------------------------------------------------------------- training
+
+    def _log(self, msg: str) -> None:
+        if self.verbose:
+            print(msg, flush=True)
+
+    def _check_finite(self, loss: torch.Tensor, step: int) -> None:
+        bad = (~torch.isfinite(loss.detach())).double().reshape(1)
+        # Every rank must take the same decision, or the others would block in the next all-reduce.
+        if dist.all_sum(bad, self.dist).item() > 0:
+            where = (f"the last good checkpoint {self.out / 'last.pt'} (after epoch {self.epoch}) is kept"
+                     if self.out and self.epoch else "no checkpoint was written yet")
+            raise TrainingDiverged(
+                f"loss became {float(loss.detach()):.4g} at epoch {self.epoch + 1}, step {step + 1} "
+                f"(lr {self.optimizer.param_groups[0]['lr']:.4g}); stopped - {where}. "
+                "Try a lower --lr, --clip-grad 1.0, or --warmup.")
+
+    def train_epoch(self) -> tuple[float, float]:
+        """One pass over this rank's share of the data; returns (mean loss, accuracy) over all ranks."""
+        cfg, epoch = self.config, self.epoch
+        n = len(self.train_data)
+        order = epoch_order(n, cfg.seed, epoch, self.dist.rank, self.dist.world)
+        per_rank = cfg.batch_size // self.dist.world
+        batches = [order[i * per_rank:(i + 1) * per_rank] for i in range(self.steps_per_epoch)]
+        shifts = epoch_shifts(n, cfg.augment_shift, cfg.seed, epoch)
+        tqdm = require("tqdm").tqdm
+        bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
+                   disable=not self.progress, file=sys.stderr, dynamic_ncols=True)
+        totals = torch.zeros(3, dtype=torch.float64, device=self.device)   # loss sum, correct, count
+        self.model.train()
+        for step, (images, labels, idx) in enumerate(batch_loader(self.train_data, batches, cfg.workers)):
+            x = prepare_batch(images, self.spec, self.device, self.channels_last,
+                              shifts[idx] if shifts is not None else None)
+            y = labels.to(self.device, non_blocking=True)
+            with autocast(self.device, cfg.amp):
+                logits = self.model(x)
+            loss = self.criterion(logits.float(), y)
+            self._check_finite(loss, step)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if cfg.clip_grad:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.net.parameters(), cfg.clip_grad)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            with torch.no_grad():
+                totals += torch.stack([loss.detach().double() * len(y), (logits.argmax(1) == y).sum().double(),
+                                       torch.tensor(float(len(y)), dtype=torch.float64, device=self.device)])
+            bar.update()
+            if self.progress:
+                bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+        bar.close()
+        totals = dist.all_sum(totals, self.dist).cpu()
+        return float(totals[0] / totals[2]), float(totals[1] / totals[2])
+
+    def evaluate(self, dataset: Any = None) -> EvalResult:
+        """Accuracy/loss/confusion on ``dataset`` (default: the test split)."""
+        return evaluate(self.net, self.test_data if dataset is None else dataset, self.spec, self.device,
+                        batch_size=max(256, self.config.batch_size), amp=self.config.amp,
+                        channels_last=self.channels_last, workers=self.config.workers, dist_info=self.dist)
+
+    def fit(self) -> TrainResult:
+        """Train from the current epoch to ``config.epochs``, evaluating and saving after each."""
+        cfg = self.config
+        if self.epoch == 0 and self.out and self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        self._log(f"training {self.model_name or type(self.net).__name__} on {cfg.data}: "
+                  f"{len(self.train_data)} train / {len(self.test_data)} test images, "
+                  f"input {self.spec.in_chans}x{self.spec.image_size[0]}x{self.spec.image_size[1]}, "
+                  f"{len(self.train_data.classes)} classes, device {self.device}"
+                  + (f", {self.dist.world} processes" if self.dist.enabled else "")
+                  + (", bf16 autocast" if cfg.amp else "") + (", channels_last" if self.channels_last else ""))
+        if self.epoch >= cfg.epochs:
+            self._log(f"nothing to do: already trained for {self.epoch} of {cfg.epochs} epochs")
+        while self.epoch < cfg.epochs:
+            start = time.perf_counter()
+            lr = self.optimizer.param_groups[0]["lr"]
+            train_loss, train_acc = self.train_epoch()
+            result = self.evaluate()
+            self.epoch += 1
+            row = {"epoch": self.epoch, "train_loss": train_loss, "train_acc": train_acc,
+                   "test_loss": result.loss, "test_acc": result.accuracy, "lr": lr,
+                   "epoch_time_s": time.perf_counter() - start}
+            self.history.append(row)
+            improved = result.accuracy > self.best_acc
+            self.best_acc = max(self.best_acc, result.accuracy)
+            self._save(improved)
+            self._log(f"epoch {self.epoch:>3}/{cfg.epochs}  train loss {train_loss:.4f}  "
+                      f"train acc {100 * train_acc:6.2f}%  test loss {result.loss:.4f}  "
+                      f"test acc {100 * result.accuracy:6.2f}%  ({row['epoch_time_s']:.1f}s)")
+            for callback in self.callbacks:
+                callback(self, row)
+        dist.barrier(self.dist)
+        if self.out:
+            self._log(f"best test accuracy {100 * self.best_acc:.2f}%; files in {self.out}/: "
+                      "metrics.csv curves.png last.pt best.safetensors")
+        return TrainResult(self.net, self.history, self.best_acc, self.out)
+
+
+def fit(config: TrainConfig | None = None, **kwargs: Any) -> TrainResult:
+    """Train with :class:`Trainer` in one call: ``fit(model="resnet18", epochs=5, out="runs/r18")``.
+
+    Keyword arguments are :class:`TrainConfig` fields, or the ``Trainer`` keywords
+    ``model`` (an ``nn.Module``), ``train_data``, ``test_data``, ``callbacks``,
+    ``progress`` and ``verbose``. A string ``model`` names a registered model.
+    """
+    if isinstance(kwargs.get("model"), str):
+        kwargs = {**kwargs}
+        config = replace(config or TrainConfig(), model=kwargs.pop("model"))
+    return Trainer(config, **kwargs).fit()

@@ -1,0 +1,203 @@
+"""Training loop: run files, exact resume, NaN stop, schedules, eval/predict CLI.
+
+Small and fast: resnet20 (0.27 M parameters) at 16x16 on fixed subsets of mnist5k.
+"""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+import resnetkit as rk
+from resnetkit.cli import main
+from resnetkit.train import TrainConfig, Trainer, TrainingDiverged, load_dataset
+from resnetkit.train.checkpoint import METRIC_COLUMNS, load_checkpoint
+from resnetkit.train.trainer import LRSchedule, param_groups
+
+TINY = dict(model="resnet20", data="mnist5k", image_size=16, max_samples=96, batch_size=32, epochs=2,
+            warmup=0.5, lr=0.05, device="cpu")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Two OpenMP threads per test process on a shared 2-core machine oversubscribe badly.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _weights(path):
+    return load_checkpoint(path)["model"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    result = Trainer(TrainConfig(**TINY, out=str(out)), progress=False, verbose=False).fit()
+    return out, result
+
+
+def test_run_files_are_real(tiny_run):
+    out, result = tiny_run
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == METRIC_COLUMNS and [int(r["epoch"]) for r in rows] == [1, 2]
+    assert float(rows[-1]["test_acc"]) == pytest.approx(result.history[-1]["test_acc"], abs=1e-6)
+    with safe_open(str(out / "best.safetensors"), framework="pt") as f:
+        meta = json.loads(f.metadata()["resnetkit"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    assert meta["model"] == "resnet20" and meta["classes"] == [str(i) for i in range(10)]
+    assert meta["input"]["image_size"] == [16, 16] and meta["input"]["in_chans"] == 3
+    model = rk.create_model("resnet20", num_classes=10)
+    model.load_state_dict(tensors)                      # strict: every key, every shape
+    state = load_checkpoint(out / "last.pt")            # weights_only=True inside
+    assert state["epoch"] == 2 and set(state) >= {"model", "optimizer", "scheduler", "rng", "config"}
+    assert not list(out.glob(".*tmp*")), "temporary files left behind"
+
+
+def test_resume_after_kill_equals_uninterrupted(tmp_path):
+    cfg = TrainConfig(**TINY, out=str(tmp_path / "a"))
+    full = Trainer(cfg, progress=False, verbose=False).fit()
+
+    def kill_after_first_epoch(trainer, row):
+        if row["epoch"] == 1:
+            raise KeyboardInterrupt  # as if the process died right after writing epoch 1's files
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg, out=str(tmp_path / "b"), callbacks=[kill_after_first_epoch], progress=False,
+                verbose=False).fit()
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == 1
+    resumed = Trainer(cfg, out=str(tmp_path / "b"), resume=True, progress=False, verbose=False).fit()
+    a, b = _weights(tmp_path / "a" / "last.pt"), _weights(tmp_path / "b" / "last.pt")
+    assert list(a) == list(b)
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6, msg=k)
+    for ra, rb in zip(full.history, resumed.history):
+        assert {k: v for k, v in ra.items() if k != "epoch_time_s"} == \
+            pytest.approx({k: v for k, v in rb.items() if k != "epoch_time_s"}, abs=1e-6)
+    # A second seed gives other weights, so the comparison above can fail.
+    other = Trainer(cfg, out=str(tmp_path / "c"), seed=1, epochs=1, progress=False, verbose=False).fit()
+    assert not torch.equal(other.model.state_dict()["fc.weight"], a["fc.weight"])
+
+
+class NaNAfter(nn.Module):
+    """Wraps a model; its output becomes NaN once ``poisoned`` is set."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner, self.poisoned = inner, False
+
+    def forward(self, x):
+        y = self.inner(x)
+        return y * float("nan") if self.poisoned else y
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    model = NaNAfter(rk.create_model("resnet20", num_classes=10))
+    good = {}
+
+    def poison(trainer, row):
+        good.update({k: v.clone() for k, v in model.inner.state_dict().items()})
+        model.poisoned = True
+
+    trainer = Trainer(TrainConfig(**TINY, out=str(tmp_path)), model=model, callbacks=[poison], progress=False,
+                      verbose=False)
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 2, step 1 .*last good checkpoint "
+                                               r".*last\.pt \(after epoch 1\) is kept"):
+        trainer.fit()
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert state["epoch"] == 1
+    for k, v in good.items():
+        assert torch.equal(state["model"][f"inner.{k}"], v), k
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_nan_from_huge_lr_on_the_cli(tmp_path, capsys):
+    args = ["train", "--model", "resnet20", "--image-size", "16", "--max-samples", "64", "--batch-size", "32",
+            "--epochs", "3", "--lr", "1e30", "--warmup", "0", "--device", "cpu", "--no-progress",
+            "--out", str(tmp_path)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "resnetkit train: error: loss became" in err[0] and "--lr" in err[0]
+
+
+def test_schedules_and_weight_decay_groups():
+    cosine, step = LRSchedule("cosine", 100, 10), LRSchedule("step", 100, 0)
+    assert cosine(0) == pytest.approx(1 / 11) and cosine(10) == 1.0 and cosine(99) < 0.001
+    assert cosine(55) == pytest.approx(0.5)
+    assert (step(49), step(50), step(75)) == (1.0, pytest.approx(0.1), pytest.approx(0.01))
+    model = rk.create_model("resnet20", num_classes=10)
+    decay, no_decay = param_groups(model, 5e-4)
+    norm_and_bias = {id(p) for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters()}
+    norm_and_bias.add(id(model.fc.bias))
+    assert {id(p) for p in no_decay["params"]} == norm_and_bias and no_decay["weight_decay"] == 0
+    assert id(model.fc.weight) in {id(p) for p in decay["params"]}
+
+
+@pytest.mark.parametrize("opt,sched", [("adamw", "step")])
+def test_adamw_amp_clip_and_label_smoothing_train(tmp_path, opt, sched):
+    result = Trainer(TrainConfig(**{**TINY, "epochs": 1, "lr": 1e-3}, optimizer=opt, schedule=sched, amp=True,
+                                 clip_grad=1.0, label_smoothing=0.1, out=None), progress=False,
+                     verbose=False).fit()
+    assert result.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert np.isfinite(result.history[0]["train_loss"])
+
+
+def test_eval_cli_prints_accuracy_and_saves_confusion_png(tiny_run, capsys):
+    out, result = tiny_run
+    png = out / "cm.png"
+    assert main(["eval", "--checkpoint", str(out / "best.safetensors"), "--data", "mnist5k",
+                 "--device", "cpu", "--confusion-png", str(png)]) == 0
+    text = capsys.readouterr().out
+    # The evaluation runs on all 1,000 test digits, not the run's 96-image subset.
+    assert "resnet20 on mnist5k (test, 1000 images): accuracy" in text
+    lines = text.splitlines()
+    start = lines.index("true \\ predicted")
+    matrix = [[int(v) for v in line.split()[1:]] for line in lines[start + 2:start + 12]]
+    assert np.array(matrix).sum() == 1000 and np.array(matrix).sum(1).tolist() == [100] * 10
+    acc = float(text.split("accuracy ")[1].split("%")[0])
+    assert acc == pytest.approx(100 * np.trace(matrix) / 1000, abs=0.01)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_predict_cli_matches_the_model_on_the_same_pixels(tiny_run, tmp_path, capsys):
+    out, result = tiny_run
+    test = load_dataset("mnist5k", "test")
+    paths = []
+    for i in (0, 500):
+        paths.append(tmp_path / f"digit{i}.png")
+        Image.fromarray(test.images[i, 0].numpy(), "L").save(paths[-1])
+    assert main(["predict", "--checkpoint", str(out / "best.safetensors"), "--topk", "3", "--device", "cpu",
+                 *map(str, paths)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2
+    model, meta = rk.train.load_trained(out / "best.safetensors")
+    from resnetkit.train.transforms import InputSpec, prepare_batch
+
+    with torch.no_grad():
+        probs = model(prepare_batch(test.images[[0, 500]], InputSpec.from_dict(meta["input"]))).softmax(1)
+    for line, p, path in zip(lines, probs, paths):
+        assert line.startswith(f"{path}: ")
+        shown = [(name, float(pct.rstrip("%"))) for name, pct in (x.split() for x in line.split(": ")[1].split(", "))]
+        assert len(shown) == 3
+        top = p.topk(3)
+        assert [name for name, _ in shown] == [str(int(i)) for i in top.indices]
+        assert [v for _, v in shown] == pytest.approx((100 * top.values).tolist(), abs=0.01)
+
+
+def test_eval_and_predict_errors(tmp_path, capsys):
+    assert main(["eval", "--checkpoint", str(tmp_path / "missing.safetensors")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    plain = tmp_path / "plain.safetensors"
+    save_file(rk.create_model("resnet20").state_dict(), str(plain))   # weights without training metadata
+    assert main(["predict", "--checkpoint", str(plain), str(plain)]) == 2
+    assert "has no resnetkit training metadata" in capsys.readouterr().err
