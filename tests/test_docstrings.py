@@ -4,7 +4,9 @@ import importlib
 
 import pytest
 
-MODULES = ["resnetkit.models.resnet", "resnetkit.models.d2l", "resnetkit.blocks.d2l"]
+MODULES = ["resnetkit.models.resnet", "resnetkit.models.d2l", "resnetkit.blocks.d2l", "resnetkit.models.mobilenetv2",
+           "resnetkit.models.ghostnet", "resnetkit.models.cifar", "resnetkit.blocks.inverted", "resnetkit.blocks.ghost",
+           "resnetkit.blocks.shortcut"]
 
 
 @pytest.mark.parametrize("module", MODULES)

@@ -42,3 +42,15 @@ def check_out_indices(out_indices: Sequence[int] | None, num_levels: int, model_
     if len(set(result)) != len(result):
         raise ValueError(f"out_indices {tuple(out_indices)} repeats a level")
     return tuple(sorted(result))
+
+
+def levels_from_trunk(trunk: Iterable[tuple[str, int, int]]) -> FeatureInfo:
+    """Feature levels from ``(module, num_chs, reduction)`` in trunk order: the last module at each reduction.
+
+    Pass only the modules that may be levels (leave out e.g. a final 1×1
+    expansion conv before the head, which belongs to no level).
+    """
+    levels: dict[int, dict[str, Any]] = {}
+    for module, num_chs, reduction in trunk:
+        levels[reduction] = dict(num_chs=num_chs, reduction=reduction, module=module)  # keeps first position
+    return FeatureInfo(levels.values())
