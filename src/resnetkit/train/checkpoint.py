@@ -25,6 +25,13 @@ METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "
 CHECKPOINT_FORMAT = "resnetkit-train-1"
 
 
+def _file_mode() -> int:
+    """What ``open()`` would give a new file: 0o666 minus the process umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it to ``path``."""
@@ -33,9 +40,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # some writers (safetensors) create 0600 files
+        os.chmod(tmp, _file_mode())  # some writers (safetensors) create 0600 files
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -98,6 +103,7 @@ def save_model_file(model: nn.Module, path: str | os.PathLike, meta: dict[str, A
         save_weights = None
     if save_weights is not None:
         save_weights(model, path, metadata={"resnetkit": json.dumps(meta)})
+        os.chmod(path, _file_mode())  # safetensors creates 0600 files
         return
     from safetensors.torch import save_file
 
@@ -130,7 +136,8 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
 
 
 def write_metrics(path: str | os.PathLike, history: list[dict[str, float]]) -> None:
-    """``metrics.csv``: one row per finished epoch, columns :data:`METRIC_COLUMNS`."""
+    """``metrics.csv``: one row per finished epoch, columns :data:`METRIC_COLUMNS` (losses are plain
+    cross-entropy, without label smoothing; accuracies are fractions; lr is the epoch's first)."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, lineterminator="\n")
     writer.writeheader()

@@ -266,7 +266,9 @@ class Trainer:
             self.scaler.update()
             self.scheduler.step()
             with torch.no_grad():
-                totals += torch.stack([loss.detach().double() * len(y), (logits.argmax(1) == y).sum().double(),
+                # Plain cross-entropy (no smoothing), so that train and test losses are comparable.
+                plain = nn.functional.cross_entropy(logits.detach().float(), y, reduction="sum")
+                totals += torch.stack([plain.double(), (logits.argmax(1) == y).sum().double(),
                                        torch.tensor(float(len(y)), dtype=torch.float64, device=self.device)])
             bar.update()
             if self.progress:
