@@ -4,6 +4,7 @@ from . import blocks, models  # noqa: F401  (importing models registers them)
 from .blocks import *  # noqa: F401,F403
 from .blocks import __all__ as _blocks_all
 from .features import FeatureInfo
+from .weights import LoadResult, WeightsError, load_weights, save_weights
 from .registry import UnknownModelError, create_model, list_models, register_model
 from .deploy import export_onnx, optimize_for_inference, quantize_int8
 from .train import TrainConfig, Trainer, fit  # torch only: tqdm/matplotlib/mlxtend load on use
@@ -13,3 +14,4 @@ __version__ = "0.1.0"
 __all__ = ["create_model", "list_models", "register_model", "register_plugin", "UnknownModelError",
            "FeatureInfo", "optimize_for_inference", "quantize_int8", "export_onnx", *_blocks_all]
 __all__ += ["Trainer", "TrainConfig", "fit"]
+__all__ += ["load_weights", "save_weights", "WeightsError", "LoadResult"]

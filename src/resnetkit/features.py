@@ -33,9 +33,11 @@ def check_out_indices(out_indices: Sequence[int] | None, num_levels: int, model_
         return tuple(range(num_levels))
     if isinstance(out_indices, int):
         out_indices = (out_indices,)
+    if len(out_indices) == 0:
+        raise ValueError(f"out_indices is empty; {model_name} has levels 0..{num_levels - 1} (default: all)")
     result = []
     for i in out_indices:
-        if not isinstance(i, int) or not -num_levels <= i < num_levels:
+        if isinstance(i, bool) or not isinstance(i, int) or not -num_levels <= i < num_levels:
             raise ValueError(f"out_indices entry {i!r} is out of range for {model_name}, which has "
                              f"{num_levels} feature levels (valid: 0..{num_levels - 1})")
         result.append(i % num_levels)

@@ -96,11 +96,11 @@ def create_model(name: str, num_classes: int | None = None, in_chans: int | None
     model.model_name = name
     chans = in_chans if in_chans is not None else entry.input_size[0]
     model.default_input_size = (chans, *entry.input_size[1:])
-    if pretrained:
-        from .weights import load_weights
-        load_weights(model, pretrained)
     if features_only:
         model.as_backbone(out_indices)
     elif out_indices is not None:
         raise ValueError("out_indices only applies with features_only=True")
+    if pretrained:  # after as_backbone, so a backbone-only checkpoint (mmdet) fits strictly
+        from .weights import load_weights
+        load_weights(model, pretrained)
     return model

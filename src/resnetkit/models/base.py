@@ -92,12 +92,21 @@ class ResidualNet(nn.Module):
         after the deepest requested level are removed, so the state dict is the
         plain backbone's (as mmdet stores it).
         """
+        label = getattr(self, "model_name", type(self).__name__)
+        if self.features_only:
+            raise RuntimeError(f"{label} is already a features_only backbone (out_indices={self.out_indices}); "
+                               "as_backbone() can only be called once")
         levels = self.feature_info
-        self.out_indices = check_out_indices(out_indices, len(levels), type(self).__name__)
+        strays = [lvl["module"] for lvl in levels if lvl["module"] not in self.trunk_names]
+        if strays:  # a family bug: forward_levels would silently return fewer maps
+            raise RuntimeError(f"{label}.feature_info names {strays}, which are not in trunk_names")
+        self.out_indices = check_out_indices(out_indices, len(levels), label)
         self._all_levels = FeatureInfo(levels)
         last = levels[self.out_indices[-1]]["module"]
         keep = self.trunk_names[: self.trunk_names.index(last) + 1]
-        for name in self.trunk_names[len(keep):] + list(self.head_names):
+        # remembered so that load_weights ignores a full checkpoint's head instead of calling it unexpected
+        self.pruned_names = self.trunk_names[len(keep):] + list(self.head_names)
+        for name in self.pruned_names:
             if "." not in name and hasattr(self, name):
                 delattr(self, name)
             else:  # a child of a Sequential trunk, e.g. "features.18"
