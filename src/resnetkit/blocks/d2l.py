@@ -20,6 +20,8 @@ class Residual(Block):
     torch.Size([4, 6, 3, 3])
     """
 
+    shortcut_attr = "conv3"  # tells resnetkit.inspect / to_table which layer is the shortcut
+
     def __init__(self, input_channels: int, num_channels: int, use_1x1conv: bool = False, strides: int = 1) -> None:
         super().__init__()
         if not use_1x1conv and (strides != 1 or input_channels != num_channels):

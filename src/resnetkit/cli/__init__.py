@@ -7,7 +7,7 @@ import importlib
 import sys
 
 # Subcommand modules, in the order ``resnetkit --help`` lists them.
-COMMANDS = ["list_cmd", "bench_cmd", "train_cmd"]
+COMMANDS = ["list_cmd", "summary_cmd", "bench_cmd", "train_cmd"]
 
 
 class CLIError(Exception):

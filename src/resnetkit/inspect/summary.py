@@ -1,0 +1,202 @@
+"""``summary``: a torchinfo-style report with exact MACs, for any ``nn.Module``."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from .trace import Trace, trace
+
+UNITS_LINE = ("MACs = multiply-accumulates of conv and linear layers for ONE image (batch excluded); "
+              "FLOPs = 2 × MACs.")
+
+
+@dataclass
+class Row:
+    """One shown layer call: parameters of its whole subtree (None on a repeated call) and MACs per image."""
+
+    name: str
+    type: str
+    depth: int
+    output_shape: Any
+    params: int | None
+    trainable_params: int | None
+    macs: int
+
+
+@dataclass
+class Stage:
+    """Where a stage ends: its output, total stride and theoretical receptive field."""
+
+    name: str
+    module: str
+    output_shape: Any
+    stride: int | tuple[int, ...]
+    receptive_field: int | tuple[int, ...]
+
+
+def _count(module: nn.Module) -> tuple[int, int]:
+    params = {id(p): p for p in module.parameters()}.values()
+    return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
+
+
+def _axes(values: tuple[int, ...]) -> int | tuple[int, ...]:
+    return values[0] if len(set(values)) == 1 else values
+
+
+def _axes_text(v: int | tuple[int, ...]) -> str:
+    return "×".join(map(str, v)) if isinstance(v, tuple) else str(v)
+
+
+def fmt_shape(shape: Any) -> str:
+    """``(1, 64, 56, 56)`` -> ``[1, 64, 56, 56]``; lists of shapes joined; None -> ``--``."""
+    if isinstance(shape, tuple):
+        return "[" + ", ".join(map(str, shape)) + "]"
+    if isinstance(shape, list):
+        return " ".join(fmt_shape(s) for s in shape) if shape else "[]"
+    if isinstance(shape, dict):
+        return " ".join(f"{k}:{fmt_shape(v)}" for k, v in shape.items())
+    return "--"
+
+
+def human(n: float, unit: str = "") -> str:
+    """4089184256 -> ``4.09 G`` (decimal prefixes, as the papers quote MACs and params)."""
+    for div, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.2f} {prefix}{unit}"
+    return f"{n:.0f} {unit}".rstrip()
+
+
+def stage_ends(tr: Trace) -> list[tuple[str, str]]:
+    """(label, module name) of each stage end: a resnetkit model's feature levels, else the top-level modules."""
+    levels = getattr(tr.model, "_all_levels", None) or getattr(tr.model, "feature_info", None)
+    if levels and all(isinstance(lv, dict) and "module" in lv for lv in levels):
+        return [(f"level {i}", lv["module"]) for i, lv in enumerate(levels)]
+    return [(c.name, c.name) for c in tr.calls if c.depth == 1]
+
+
+class SummaryReport:
+    """What ``summary`` measured. ``str(report)`` is the table; ``to_dict()`` is JSON-ready.
+
+    Attributes: ``rows`` (the shown :class:`Row` s), ``total_params``,
+    ``trainable_params``, ``total_macs`` (per image), ``total_flops`` (2 × MACs),
+    ``activation_bytes`` (outputs of every leaf call, whole batch), ``stages``
+    (:class:`Stage` s: stride and receptive field where each stage ends).
+    """
+
+    def __init__(self, tr: Trace, depth: int) -> None:
+        self.model_name = type(tr.model).__name__
+        self.input_size = tr.input_shape
+        self.output_shape = tr.output_shape
+        self.depth = depth
+        self.total_params, self.trainable_params = _count(tr.model)
+        root = tr.calls[0]
+        self.total_macs = root.total_macs
+        self.total_flops = 2 * self.total_macs
+        self.activation_bytes = sum(c.out_bytes for c in tr.calls)
+        self.param_bytes = sum(p.numel() * p.element_size() for p in {id(p): p for p in tr.model.parameters()}.values())
+        self.rows: list[Row] = []
+        for c in tr.calls[1:]:
+            if c.depth > depth:
+                continue
+            total, trainable = (None, None) if c.repeat else _count(c.module)
+            self.rows.append(Row(c.name, c.type_name, c.depth, c.out_shape, total, trainable, c.total_macs))
+        last = {c.name: c for c in tr.calls}  # the last call of a module is where its stage ends
+        self.stages: list[Stage] = []
+        for label, name in stage_ends(tr):
+            c = last.get(name)
+            if c is None or c.field is None:
+                continue
+            self.stages.append(Stage(label, name, c.out_shape, _axes(tuple(j for j, _ in c.field)),
+                                     _axes(tuple(r for _, r in c.field))))
+
+    # ------------------------------------------------------------------ output
+    def to_dict(self) -> dict[str, Any]:
+        """Everything in plain JSON types (shapes as lists)."""
+        def plain(v: Any) -> Any:
+            if isinstance(v, (tuple, list)):
+                return [plain(x) for x in v]
+            if isinstance(v, dict):
+                return {k: plain(x) for k, x in v.items()}
+            return v
+
+        return plain({
+            "model": self.model_name, "input_size": self.input_size, "output_shape": self.output_shape,
+            "depth": self.depth, "total_params": self.total_params, "trainable_params": self.trainable_params,
+            "total_macs": self.total_macs, "total_flops": self.total_flops, "units": UNITS_LINE,
+            "activation_bytes": self.activation_bytes, "param_bytes": self.param_bytes,
+            "rows": [asdict(r) for r in self.rows], "stages": [asdict(s) for s in self.stages],
+        })
+
+    def __str__(self) -> str:
+        head = ("Layer (type)", "Output shape", "Params", "MACs")
+        body = []
+        for r in self.rows:
+            params = "(shared)" if r.params is None else (f"{r.params:,}" if r.params else "--")
+            body.append(("  " * (r.depth - 1) + f"{r.name} ({r.type})", fmt_shape(r.output_shape), params,
+                         f"{r.macs:,}" if r.macs else "--"))
+        widths = [max(len(x[i]) for x in [head, *body]) for i in range(4)]
+
+        def line(cells: Sequence[str]) -> str:
+            return (f"{cells[0]:<{widths[0]}}   {cells[1]:<{widths[1]}}   "
+                    f"{cells[2]:>{widths[2]}}   {cells[3]:>{widths[3]}}").rstrip()
+
+        rule_w = max(sum(widths) + 9, 60)
+        out = [f"{self.model_name} summary, input {'×'.join(map(str, self.input_size))}, depth {self.depth}",
+               "=" * rule_w, line(head), "=" * rule_w, *(line(b) for b in body), "=" * rule_w]
+        n_input = 1
+        for s in self.input_size:
+            n_input *= s
+        out += [
+            f"Total params:         {self.total_params:,} ({human(self.total_params)})",
+            f"Trainable params:     {self.trainable_params:,}",
+            f"Non-trainable params: {self.total_params - self.trainable_params:,}",
+            f"MACs per image:       {self.total_macs:,} ({human(self.total_macs, 'MACs')})",
+            f"FLOPs per image:      {self.total_flops:,} ({human(self.total_flops, 'FLOPs')})",
+            f"Units: {UNITS_LINE}",
+            "-" * rule_w,
+            f"Input size (MB):          {n_input * 4 / 1e6:.2f}",
+            f"Activations (MB):         {self.activation_bytes / 1e6:.2f}   "
+            f"(outputs of every leaf call, batch {self.input_size[0]})",
+            f"Params size (MB):         {self.param_bytes / 1e6:.2f}",
+        ]
+        if self.stages:
+            out += ["-" * rule_w, "Stage ends: stride and receptive field (pixels of the input)"]
+            cells = [("stage", "module", "output", "stride", "receptive field")] + [
+                (s.name, s.module, fmt_shape(s.output_shape), _axes_text(s.stride), _axes_text(s.receptive_field))
+                for s in self.stages]
+            w = [max(len(c[i]) for c in cells) for i in range(5)]
+            out += [f"{c[0]:<{w[0]}}   {c[1]:<{w[1]}}   {c[2]:<{w[2]}}   {c[3]:>{w[3]}}   {c[4]:>{w[4]}}".rstrip()
+                    for c in cells]
+        out.append("=" * rule_w)
+        return "\n".join(out)
+
+    def __repr__(self) -> str:
+        return (f"SummaryReport({self.model_name}, params={self.total_params:,}, "
+                f"macs={self.total_macs:,}, rows={len(self.rows)})")
+
+
+def summary(model: nn.Module, input_size: Sequence[int] | None = None, depth: int = 3,
+            input_data: torch.Tensor | None = None) -> SummaryReport:
+    """Run one forward pass and report every layer down to ``depth`` levels of nesting.
+
+    ``input_size`` includes the batch, e.g. ``(1, 3, 224, 224)`` (default: the
+    model's ``default_input_size`` with batch 1, else 1×3×224×224). Each row shows
+    a module call's output shape, the parameters of its subtree and the conv +
+    linear MACs per image it ran; deeper layers are folded into their shown
+    parent. Shared modules count their parameters once and their MACs per call.
+    Totals: parameters (all/trainable), MACs and FLOPs (= 2 × MACs), activation
+    memory, and the stride and receptive field at the end of each stage.
+
+    >>> import resnetkit as rk
+    >>> r = rk.summary(rk.create_model("resnet18"), (1, 3, 224, 224), depth=1)
+    >>> r.total_params, r.total_macs
+    (11689512, 1814073344)
+    """
+    if depth < 0:
+        raise ValueError(f"depth must be >= 0, got {depth}")
+    if input_size is None and input_data is None:
+        input_size = (1, *getattr(model, "default_input_size", (3, 224, 224)))
+    return SummaryReport(trace(model, input_size, input_data), depth)

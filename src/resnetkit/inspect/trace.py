@@ -1,0 +1,263 @@
+"""One forward pass with hooks, recorded once for ``summary``, ``explain`` and ``to_table``.
+
+Every module call becomes a :class:`Call` in the order the calls *start*, with
+its nesting, input and output shapes, its own multiply-accumulates (conv and
+linear leaves only, per image) and the total of everything it ran. A module
+called twice (shared, or reused like torchvision's one ``relu`` per block)
+gives two calls: MACs are counted per call, parameters once per module.
+
+Receptive fields are followed tensor by tensor: each conv/pool output gets
+``r_out = r_in + d·(k−1)·j_in`` and jump ``j_out = j_in·s``. Tensors made
+outside modules (``out + identity``, ``torch.cat``) inherit the widest field
+among the same-sized tensors produced inside the module that made them,
+which is exact for residual additions and concatenations.
+"""
+from __future__ import annotations
+
+import math
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
+from torch.nn.modules.pooling import _AdaptiveAvgPoolNd, _AdaptiveMaxPoolNd, _AvgPoolNd, _MaxPoolNd
+
+# (jump, receptive field) per spatial axis
+Field = tuple[tuple[int, int], ...]
+ADAPTIVE = (_AdaptiveAvgPoolNd, _AdaptiveMaxPoolNd)
+
+
+@dataclass
+class Call:
+    """One call of one module during the traced forward pass."""
+
+    index: int
+    name: str                       # dotted path from named_modules() ("" = the model itself)
+    module: nn.Module
+    depth: int                      # nesting of the call (model = 0, its children = 1, ...)
+    parent: int | None
+    in_shape: tuple[int, ...] | None
+    repeat: bool                    # the module was called before: its parameters are counted there
+    out_shape: Any = None           # a shape tuple, or a list/dict of them
+    macs: int = 0                   # own conv/linear MACs per image (leaves only)
+    total_macs: int = 0             # own + everything called inside, per image
+    out_bytes: int = 0
+    field: Field | None = None      # receptive field of the output, per axis
+
+    @property
+    def leaf(self) -> bool:
+        return next(iter(self.module.children()), None) is None
+
+    @property
+    def type_name(self) -> str:
+        return type(self.module).__name__
+
+
+@dataclass
+class Trace:
+    """All calls of one forward pass plus what the totals need."""
+
+    model: nn.Module
+    input_shape: tuple[int, ...]
+    calls: list[Call] = field(default_factory=list)
+    output_shape: Any = None
+
+    @property
+    def batch(self) -> int:
+        return self.input_shape[0]
+
+    def children_of(self, call: Call) -> list[Call]:
+        return [c for c in self.calls if c.parent == call.index]
+
+    def descendants(self, call: Call) -> list[Call]:
+        inside, out = {call.index}, []
+        for c in self.calls[call.index + 1:]:
+            if c.parent in inside:
+                inside.add(c.index)
+                out.append(c)
+        return out
+
+
+def window_params(module: nn.Module) -> list[tuple[int, int, int, int]] | None:
+    """(kernel, stride, padding, dilation) per spatial axis of a conv or pool; None otherwise.
+
+    ``padding='same'`` is resolved to the symmetric padding it stands for at
+    stride 1; ``'valid'`` to 0.
+    """
+    if isinstance(module, _ConvNd) and not isinstance(module, _ConvTransposeNd):
+        n = len(module.kernel_size)
+        pad = module.padding
+        if isinstance(pad, str):
+            pad = tuple(d * (k - 1) // 2 if pad == "same" else 0
+                        for k, d in zip(module.kernel_size, module.dilation))
+        return list(zip(module.kernel_size, module.stride, pad, module.dilation))[:n]
+    if isinstance(module, (_MaxPoolNd, _AvgPoolNd)):
+        n = 1 if isinstance(module, (nn.MaxPool1d, nn.AvgPool1d)) else \
+            3 if isinstance(module, (nn.MaxPool3d, nn.AvgPool3d)) else 2
+        dil = getattr(module, "dilation", 1)
+        vals = [_ntuple(v, n) for v in (module.kernel_size, module.stride or module.kernel_size,
+                                          module.padding, dil)]
+        return list(zip(*vals))
+    return None
+
+
+def _ntuple(v: Any, n: int) -> tuple[int, ...]:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
+
+
+def conv_linear_macs(module: nn.Module, inp: torch.Tensor | None, out: Any, batch: int) -> int:
+    """Multiply-accumulates of one conv/linear call for one image (the papers' convention).
+
+    A conv output element costs ``in_channels/groups · kernel area`` MACs, so a
+    depthwise conv costs ``kernel area`` per element; a transposed conv spreads
+    each *input* element over ``out_channels/groups · kernel area`` outputs;
+    biases are not counted (neither do fvcore nor the papers).
+    """
+    if not isinstance(out, torch.Tensor):
+        return 0
+    if isinstance(module, _ConvTransposeNd) and inp is not None:
+        return inp.numel() // batch * (module.out_channels // module.groups) * math.prod(module.kernel_size)
+    if isinstance(module, _ConvNd):
+        return out.numel() // batch * (module.in_channels // module.groups) * math.prod(module.kernel_size)
+    if isinstance(module, nn.Linear):
+        return out.numel() // batch * module.in_features
+    if isinstance(module, nn.Bilinear):
+        return out.numel() // batch * module.in1_features * module.in2_features
+    return 0
+
+
+def shapes_of(value: Any) -> Any:
+    """Shapes of a nested output: tensor -> tuple, list/tuple -> list, dict -> dict."""
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape)
+    if isinstance(value, (list, tuple)):
+        return [shapes_of(v) for v in value]
+    if isinstance(value, dict):
+        return {k: shapes_of(v) for k, v in value.items()}
+    return None
+
+
+def tensors_in(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in tensors_in(v)]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in tensors_in(v)]
+    return []
+
+
+class _FieldTracker:
+    """Receptive field and jump of every spatial tensor seen (weak references: ids get reused)."""
+
+    def __init__(self) -> None:
+        self.known: dict[int, tuple[weakref.ref, Field]] = {}
+        self.produced: list[tuple[tuple[int, ...], Field]] = []
+
+    def put(self, t: torch.Tensor, f: Field) -> None:
+        self.known[id(t)] = (weakref.ref(t), f)
+        self.produced.append((tuple(t.shape[2:]), f))
+
+    def get(self, t: torch.Tensor, frames: Sequence[int]) -> Field | None:
+        """The field of ``t``; for a tensor made outside modules, the widest same-sized field made
+        inside the innermost open module call (``frames``: where each open call began, innermost first)."""
+        hit = self.known.get(id(t))
+        if hit is not None and hit[0]() is t:
+            return hit[1]
+        hw = tuple(t.shape[2:])
+        for since in frames:
+            local = [f for shape, f in self.produced[since:] if shape == hw]
+            if local:
+                return max(local, key=lambda f: sum(r for _, r in f))
+        return None
+
+    @staticmethod
+    def step(module: nn.Module, f: Field, in_hw: Sequence[int], out_hw: Sequence[int]) -> Field:
+        params = window_params(module)
+        if params is not None and len(params) == len(f):
+            return tuple((j * s, r + d * (k - 1) * j) for (j, r), (k, s, _, d) in zip(f, params))
+        if isinstance(module, ADAPTIVE) and len(in_hw) == len(f):
+            return tuple((j * max(1, h // max(o, 1)), r + (h - 1) * j) for (j, r), h, o in zip(f, in_hw, out_hw))
+        return f
+
+
+def trace(model: nn.Module, input_size: Sequence[int] | None = None,
+          input_data: torch.Tensor | None = None) -> Trace:
+    """Run ``model`` once (eval mode, no grad) on zeros of ``input_size`` and record every call.
+
+    ``input_size`` includes the batch, e.g. ``(1, 3, 224, 224)``. The model's
+    train/eval flags are restored afterwards. A forward pass that fails (wrong
+    channel count, input too small) raises ``ValueError`` naming the input.
+    """
+    if input_data is None:
+        if input_size is None:
+            raise ValueError("give input_size, e.g. (1, 3, 224, 224), or input_data")
+        size = tuple(int(s) for s in input_size)
+        if len(size) < 2 or min(size) < 1:
+            raise ValueError(f"input_size must be (N, C, ...) with positive sizes, got {tuple(input_size)}")
+        ref = next(iter(model.parameters()), None)
+        ref = ref if ref is not None else next(iter(model.buffers()), None)
+        kw = {"device": ref.device} if ref is not None else {}
+        dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
+        input_data = torch.zeros(size, dtype=dtype, **kw)
+    result = Trace(model, tuple(input_data.shape))
+    batch = result.batch
+    names = {id(m): n for n, m in model.named_modules()}
+    seen: set[int] = set()
+    stack: list[tuple[Call, int]] = []
+    fields = _FieldTracker()
+    fields.put(input_data, tuple((1, 1) for _ in input_data.shape[2:]))
+
+    def pre(module: nn.Module, args: tuple) -> None:
+        inputs = tensors_in(args)
+        call = Call(index=len(result.calls), name=names[id(module)], module=module, depth=len(stack),
+                    parent=stack[-1][0].index if stack else None,
+                    in_shape=tuple(inputs[0].shape) if inputs else None, repeat=id(module) in seen)
+        seen.add(id(module))
+        result.calls.append(call)
+        stack.append((call, len(fields.produced)))
+
+    def post(module: nn.Module, args: tuple, output: Any) -> None:
+        call, since = stack.pop()
+        inputs, outputs = tensors_in(args), tensors_in(output)
+        call.out_shape = shapes_of(output)
+        if call.leaf:
+            call.macs = conv_linear_macs(module, inputs[0] if inputs else None, output, batch)
+            call.out_bytes = sum(t.numel() * t.element_size() for t in outputs)
+        call.total_macs += call.macs
+        if stack:
+            stack[-1][0].total_macs += call.total_macs
+        frames = [since for _, since in reversed(stack)] + [0]
+        f_in = fields.get(inputs[0], frames) if inputs and inputs[0].dim() > 2 else None
+        for t in outputs:
+            if t.dim() <= 2:
+                continue
+            f = fields.get(t, [since, *frames]) if not call.leaf else None
+            if f is None and f_in is not None:
+                f = fields.step(module, f_in, inputs[0].shape[2:], t.shape[2:])
+            if f is not None:
+                fields.put(t, f)
+                call.field = call.field or f
+
+    flags = {m: m.training for m in model.modules()}
+    handles = []
+    for m in {id(m): m for m in model.modules()}.values():
+        handles.append(m.register_forward_pre_hook(pre))
+        handles.append(m.register_forward_hook(post))
+    try:
+        model.eval()
+        with torch.no_grad():
+            out = model(input_data)
+    except (RuntimeError, ValueError, TypeError, IndexError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"the forward pass of {type(model).__name__} on an input of size "
+                         f"{'x'.join(map(str, input_data.shape))} failed: {first}") from e
+    finally:
+        for h in handles:
+            h.remove()
+        for m, flag in flags.items():
+            m.training = flag
+    result.output_shape = shapes_of(out)
+    return result

@@ -1,0 +1,228 @@
+"""summary(): parameter and MAC totals against torchvision/timm models, fvcore and torch's flop counter."""
+import json
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import resnetkit as rk
+from golden_files import assert_golden
+from helpers import count_params
+
+fvcore_nn = pytest.importorskip("fvcore.nn")
+
+
+def fvcore_macs(model, size):
+    """fvcore counts one multiply-accumulate as one 'flop'; keep only conv + linear (it also counts norms)."""
+    fca = fvcore_nn.FlopCountAnalysis(model.eval(), torch.zeros(size))
+    fca.unsupported_ops_warnings(False)
+    fca.uncalled_modules_warnings(False)
+    ops = fca.by_operator()
+    return ops.get("conv", 0) + ops.get("linear", 0) + ops.get("addmm", 0) + ops.get("matmul", 0)
+
+
+def torch_counter_macs(model, size):
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model.eval()(torch.zeros(size))
+    return counter.get_total_flops() // 2 // size[0]
+
+
+def _registered(name):
+    if name not in rk.list_models():
+        pytest.skip(f"{name} is not registered yet")
+    return rk.create_model(name)
+
+
+def _timm(name):
+    timm = pytest.importorskip("timm")
+    return timm.create_model(name)
+
+
+# resnetkit model, the reference it must match, published MACs at 224×224 (the papers' convention)
+REFERENCES = {
+    "resnet18": (lambda: rk.create_model("resnet18"), torchvision.models.resnet18, 1.81e9),   # He et al.: 1.8 G
+    "resnet50": (lambda: rk.create_model("resnet50"), torchvision.models.resnet50, 4.09e9),   # 4.1 G
+    "mobilenet_v2": (lambda: _registered("mobilenet_v2"), torchvision.models.mobilenet_v2, 0.30e9),  # 300 M
+    "ghostnet_100": (lambda: _registered("ghostnet_100"), lambda: _timm("ghostnet_100"), 0.141e9),    # 141 M
+}
+SLOW_FVCORE = pytest.mark.slow  # fvcore's jit trace of a 224×224 net takes 5-20 s on a shared 2-core box
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_reference_models_against_torch_flop_counter_and_papers(name):
+    """The counter itself, on torchvision's / timm's own models (meaningful even before ours exist)."""
+    _, ref_fn, published = REFERENCES[name]
+    ref = ref_fn()
+    r = rk.summary(ref, (1, 3, 224, 224), depth=1)
+    assert r.total_params == count_params(ref)
+    assert r.total_macs == pytest.approx(torch_counter_macs(ref, (1, 3, 224, 224)), rel=0.01)
+    assert r.total_macs == pytest.approx(published, rel=0.02)
+    assert r.total_flops == 2 * r.total_macs
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=() if n == "resnet18" else SLOW_FVCORE)
+                                  for n in sorted(REFERENCES)])
+def test_reference_models_against_fvcore(name):
+    _, ref_fn, _ = REFERENCES[name]
+    ref = ref_fn()
+    macs = rk.summary(ref, (1, 3, 224, 224), depth=0).total_macs
+    assert macs == pytest.approx(fvcore_macs(ref, (1, 3, 224, 224)), rel=0.01)
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_resnetkit_models_match_their_reference(name):
+    """Ours against torchvision's / timm's at 64×64 (the 224×224 totals are checked on the reference above)."""
+    ours_fn, ref_fn, _ = REFERENCES[name]
+    ours, ref = ours_fn(), ref_fn()
+    r = rk.summary(ours, (1, 3, 64, 64), depth=1)
+    assert r.total_params == count_params(ref)
+    assert r.total_macs == rk.summary(ref, (1, 3, 64, 64), depth=0).total_macs
+
+
+def test_grouped_convs_match_torch_flop_counter():
+    """ResNeXt's grouped 3×3 convs cost in_channels/groups per output; a small input keeps it quick."""
+    model = rk.create_model("resnext50_32x4d")
+    r = rk.summary(model, (1, 3, 32, 32), depth=0)
+    assert r.total_macs == torch_counter_macs(model, (1, 3, 32, 32))
+
+
+def test_depthwise_and_transposed_convs():
+    net = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.ConvTranspose2d(8, 4, 2, stride=2))
+    r = rk.summary(net, (1, 8, 10, 10))
+    assert r.rows[0].macs == 8 * 10 * 10 * 9               # depthwise: kernel area per output element
+    assert r.rows[1].macs == 8 * 10 * 10 * 4 * 2 * 2       # transposed: every input element hits out_ch·k²
+    assert r.total_macs == torch_counter_macs(net, (1, 8, 10, 10))
+
+
+def test_batch_is_excluded_from_macs():
+    model = rk.from_table(open_seed())
+    one = rk.summary(model, (1, 3, 112, 112), depth=0).total_macs
+    assert rk.summary(model, (3, 3, 112, 112), depth=0).total_macs == one == 159_559_680
+
+
+class _Shared(nn.Module):
+    """One conv used twice and a Linear on a sequence (3-D input)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+        self.head = nn.Linear(4, 6)
+
+    def forward(self, x):
+        x = self.conv(self.conv(x))
+        return self.head(x.flatten(2).transpose(1, 2))   # (N, H·W, 4) -> (N, H·W, 6)
+
+
+def test_shared_module_counts_params_once_and_macs_per_call():
+    model = _Shared()
+    r = rk.summary(model, (2, 4, 5, 5))
+    assert r.total_params == count_params(model) == 4 * 4 * 9 + 4 + 4 * 6 + 6
+    conv_macs = 4 * 5 * 5 * 4 * 9
+    assert [row.macs for row in r.rows] == [conv_macs, conv_macs, 25 * 4 * 6]
+    assert [row.params for row in r.rows] == [4 * 4 * 9 + 4, None, 4 * 6 + 6]   # None = "(shared)"
+    assert r.total_macs == 2 * conv_macs + 25 * 4 * 6 == torch_counter_macs(model, (2, 4, 5, 5))
+    assert "(shared)" in str(r)
+
+
+def test_features_only_model_with_list_output():
+    f = rk.create_model("resnet18", features_only=True, out_indices=(1, 2))
+    r = rk.summary(f, (1, 3, 64, 64), depth=1)
+    assert r.output_shape == [(1, 64, 16, 16), (1, 128, 8, 8)]
+    assert r.total_params == count_params(f)
+    full = rk.summary(rk.create_model("resnet18"), (1, 3, 64, 64), depth=0)
+    assert 0 < r.total_macs < full.total_macs
+    json.dumps(r.to_dict())
+
+
+def test_depth_controls_rows_not_totals():
+    model = rk.create_model("resnet18")
+    reports = {d: rk.summary(model, (1, 3, 32, 32), depth=d) for d in (0, 1, 2, 3)}
+    assert reports[0].rows == []
+    assert {row.depth for row in reports[1].rows} == {1}
+    assert max(row.depth for row in reports[3].rows) == 3
+    assert len({(r.total_params, r.total_macs) for r in reports.values()}) == 1
+    # shown rows at one depth add up to the total (no double counting of nested layers)
+    assert sum(row.macs for row in reports[1].rows) == reports[1].total_macs
+    assert sum(row.params for row in reports[1].rows) == reports[1].total_params
+    with pytest.raises(ValueError, match="depth"):
+        rk.summary(model, (1, 3, 32, 32), depth=-1)
+
+
+def test_trainable_params_and_modes_restored():
+    model = rk.create_model("resnet18", frozen_stages=1)
+    model.train()
+    r = rk.summary(model, (1, 3, 32, 32), depth=1)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    assert frozen > 0 and r.trainable_params == r.total_params - frozen
+    assert model.training and model.layer2.training and not model.layer1.training
+
+
+def test_to_dict_is_json_ready():
+    r = rk.summary(rk.create_model("resnet18"), (1, 3, 32, 32), depth=1)
+    d = json.loads(json.dumps(r.to_dict()))
+    assert d["total_params"] == r.total_params and d["total_macs"] == r.total_macs
+    assert d["total_flops"] == 2 * d["total_macs"] and "MACs" in d["units"]
+    assert d["rows"][0] == {"name": "conv1", "type": "Conv2d", "depth": 1, "output_shape": [1, 64, 16, 16],
+                            "params": 9408, "trainable_params": 9408, "macs": 64 * 16 * 16 * 3 * 49}
+    assert [s["stride"] for s in d["stages"]] == [2, 4, 8, 16, 32]
+
+
+def _gradient_support(model, size):
+    """Receptive field measured, not computed: extent of d(centre output)/d(input) with positive weights."""
+    for m in model.modules():
+        for name, p in m.named_parameters(recurse=False):
+            p.data.fill_(0.0 if name == "bias" else 1.0 / max(1, p[0].numel()) if p.dim() > 1 else 1.0)  # averaging: no underflow
+    model.double().eval()
+    x = torch.ones(size, dtype=torch.float64, requires_grad=True)
+    out = model(x)
+    out = out[-1] if isinstance(out, list) else out
+    h, w = out.shape[2] // 2, out.shape[3] // 2
+    out[0, :, h, w].sum().backward()
+    rows = x.grad[0].abs().sum(0).sum(1).nonzero()
+    return int(rows.max() - rows.min() + 1)
+
+
+def _linearised(model):
+    """Same windows, but every path passes gradient: ReLUs -> Identity, max pools -> average pools."""
+    for name, m in list(model.named_modules()):
+        parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+        leaf = name.rpartition(".")[2]
+        if isinstance(m, (nn.ReLU, nn.ReLU6)):
+            setattr(parent, leaf, nn.Identity())
+        elif isinstance(m, nn.MaxPool2d):
+            setattr(parent, leaf, nn.AvgPool2d(m.kernel_size, m.stride, m.padding))
+    return model
+
+
+@pytest.mark.parametrize("build, level, expected", [
+    (lambda: rk.create_model("resnet18", features_only=True, out_indices=(3,)), "level 3", 211),
+    (lambda: rk.from_table(open_seed()), "row5", 49),
+])
+def test_receptive_field_equals_measured_gradient_support(build, level, expected):
+    model = build()
+    r = rk.summary(model, (1, 3, 128, 128) if "level" in level else (1, 3, 112, 112), depth=1)
+    stage = {s.name: s for s in r.stages}[level]
+    assert stage.receptive_field == expected
+    size = (1, 3, 256, 256)
+    measured = _gradient_support(_linearised(model), size)
+    assert measured == expected
+
+
+def test_known_receptive_fields():
+    """ResNet-18's final RF is 435 px and MobileNetV2's 491 px (Araujo et al., Distill 2019)."""
+    rn = {s.name: s for s in rk.summary(torchvision.models.resnet18(), (1, 3, 64, 64), depth=0).stages}
+    assert (rn["layer4"].receptive_field, rn["layer4"].stride) == (435, 32)
+    mb = {s.name: s for s in rk.summary(torchvision.models.mobilenet_v2(), (1, 3, 64, 64), depth=0).stages}
+    assert (mb["features"].receptive_field, mb["features"].stride) == (491, 32)
+
+
+def open_seed():
+    from test_table import SEED
+    return SEED
+
+
+def test_golden_summary_printouts():
+    assert_golden("summary_resnet18_depth2.txt", str(rk.summary(rk.create_model("resnet18"), (1, 3, 224, 224), 2)))
+    assert_golden("summary_seed_table.txt", str(rk.summary(rk.from_table(open_seed()), (1, 3, 112, 112), 3)))

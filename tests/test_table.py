@@ -1,0 +1,199 @@
+"""Layer tables: from_table builds and checks, to_table describes, TableError is the only failure."""
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import resnetkit as rk
+from golden_files import assert_golden
+from helpers import count_params
+
+SEED = """
+| Input size | Operation   | Stride | Padding | Shortcut              | After    |
+| 112×112×3  | Conv 5×5×64 | 2      | 2       |                       | BN, ReLU |
+| 56×56×64   | Max pool 3×3| 2      | 1       |                       |          |
+| 28×28×64   | Conv 3×3×128| 2      | 1       | Conv 1×1×128 Stride=2 | BN, ReLU |
+| 14×14×128  | Conv 3×3×256| 1      | 1       | Conv 1×1×256 Stride=1 | BN, ReLU |
+| 14×14×256  | Conv 3×3×128| 1      | 1       | Conv 1×1×128 Stride=1 | BN, ReLU |
+"""
+
+
+def test_seed_table_builds_and_maps_112_to_14():
+    net = rk.from_table(SEED)
+    assert isinstance(net, nn.Module)
+    assert tuple(net(torch.zeros(1, 3, 112, 112)).shape) == (1, 128, 14, 14)
+    assert net.output_size == (128, 14, 14) and net.input_size == (3, 112, 112)
+    # 5·5·3·64 + BN, 3·3·64·128 + 1·1·64·128 + BN, ...: every weight the table asks for and nothing else
+    convs = 5 * 5 * 3 * 64 + 9 * 64 * 128 + 64 * 128 + 9 * 128 * 256 + 128 * 256 + 9 * 256 * 128 + 256 * 128
+    bns = 2 * (64 + 128 + 256 + 128)
+    assert count_params(net) == convs + bns
+
+
+def test_x_and_times_sign_are_the_same():
+    a, b = rk.from_table(SEED), rk.from_table(SEED.replace("×", "x"))
+    assert [tuple(p.shape) for p in a.parameters()] == [tuple(p.shape) for p in b.parameters()]
+
+
+def test_shortcut_is_added_before_the_activation():
+    net = rk.from_table(SEED).eval()
+    helpers_bn_stats(net)
+    unit = net.row3
+    x = torch.randn(2, 64, 28, 28)
+    conv, bn = unit.branch[0], unit.branch[1]
+    expected = torch.relu(bn(conv(x)) + unit.shortcut(x))
+    torch.testing.assert_close(unit(x), expected)
+    assert [type(m) for m in unit.post] == [nn.ReLU]
+
+
+def helpers_bn_stats(net):
+    from helpers import give_trained_bn_stats
+    give_trained_bn_stats(net)
+
+
+def test_blank_cells_mean_none_and_markdown_separator():
+    table = """
+    | Input size | Operation   | Stride | Padding | Shortcut | After |
+    |------------|-------------|--------|---------|----------|-------|
+    | 8x8x3      | Conv 3x3x4  |        |         |          |       |
+    | 6x6x4      | Avg pool 2x2| 2      |         |          | ReLU  |
+    | 3x3x4      | Conv 3x3x4  |        | 1       | Identity | BN    |
+    """
+    net = rk.from_table(table)
+    assert net.row1[0].stride == (1, 1) and net.row1[0].padding == (0, 0) and len(net.row1) == 1
+    assert isinstance(net.row3.shortcut, nn.Identity) and len(net.row3.post) == 0
+    assert tuple(net(torch.zeros(1, 3, 8, 8)).shape) == (1, 4, 3, 3)
+
+
+def test_columns_may_be_fewer_and_in_any_order():
+    net = rk.from_table("| Operation | Input size |\n| Conv 3×3×8 Stride=2 Padding=1 | 32×32×3 |\n"
+                        "| Global avg pool | 16×16×8 |\n| FC 10 | 1×1×8 |")
+    assert tuple(net(torch.zeros(2, 3, 32, 32)).shape) == (2, 10)
+
+
+def test_wrong_declared_size_names_row_sizes_and_formula():
+    bad = SEED.replace("| 28×28×64 ", "| 27×27×64 ")
+    with pytest.raises(rk.TableError) as info:
+        rk.from_table(bad)
+    e = info.value
+    assert isinstance(e, ValueError)
+    assert str(e).startswith("row 3:")
+    assert (e.row, e.declared, e.computed) == (3, "27×27×64", "28×28×64")
+    assert e.formula == "(56 − 3 + 2·1) // 2 + 1 = 28" and e.formula in str(e)
+
+
+def test_wrong_declared_channels_are_caught():
+    with pytest.raises(rk.TableError, match=r"row 4: declared input size 14×14×64 .* gives 14×14×128"):
+        rk.from_table(SEED.replace("| 14×14×128 ", "| 14×14×64  "))
+
+
+@pytest.mark.parametrize("change, message", [
+    (("Max pool 3×3", "Min pool 3×3"), r"row 2: unknown operation 'Min pool 3×3'"),
+    (("Conv 5×5×64 | 2 ", "Conv 5×5×64 | two "), r"row 1: Stride must be a whole number"),
+    (("Shortcut", "Skip"), r"unknown column 'Skip'"),
+    (("Conv 1×1×128 Stride=2", "Conv 1×1×128 Stride=1"), r"row 3: the shortcut .* gives 28×28×128 .* 14×14×128"),
+    (("Conv 1×1×256 Stride=1", "Conv 1×1×64 Stride=1"), r"row 4: the shortcut"),
+    (("BN, ReLU |\n| 56", "BN, Relu9 |\n| 56"), r"row 1: unknown layer 'Relu9'"),
+    (("| 112×112×3  |", "| 112×112    |"), r"row 1: input size '112×112' must be H×W×C"),
+    (("Conv 5×5×64", "Conv 5×5×64 Groups=5"), r"row 1: .*Groups=5 must divide"),
+    (("Conv 5×5×64", "Conv 999×999×64"), r"row 1: Conv 999×999×64 does not fit its 112×112 input"),
+    (("Max pool 3×3| 2      | 1 ", "Max pool 3×3| 2      | 2 "), r"row 2: .*padding 2 is more than half"),
+    (("|          |\n| 28×28×64", "\n| 28×28×64"), r"row 2: has 4 cells but the header has 6 columns"),
+])
+def test_mistakes_are_table_errors_naming_the_row(change, message):
+    old, new = change
+    assert old in SEED
+    with pytest.raises(rk.TableError, match=message):
+        rk.from_table(SEED.replace(old, new, 1))
+
+
+def test_first_row_must_declare_and_headers_need_columns():
+    with pytest.raises(rk.TableError, match="row 1: the first row must declare"):
+        rk.from_table("| Input size | Operation |\n|  | Conv 3×3×8 |")
+    with pytest.raises(rk.TableError, match="no 'Operation' column"):
+        rk.from_table("| Input size | Stride |\n| 8×8×3 | 1 |")
+    with pytest.raises(rk.TableError, match="not a table row"):
+        rk.from_table("Conv 3×3×64\n| Input size | Operation |")
+    with pytest.raises(rk.TableError, match="no data rows"):
+        rk.from_table("| Input size | Operation |")
+
+
+# ------------------------------------------------------------------ property-based: nothing but TableError
+CELL = st.one_of(
+    st.sampled_from(["", "1", "2", "0", "3×3", "x", "-1", "BN", "ReLU", "BN, ReLU", "Identity", "Conv 1×1×8",
+                     "Conv 1×1×8 Stride=2", "Conv 3x3x8", "Max pool 2×2", "Avg pool 3×3", "Global avg pool",
+                     "FC 4", "8×8×3", "4×4×8", "Conv 0×0×0", "Conv 3×3×8 Groups=3", "Stride=", "Ceil", "||",
+                     "Conv 3×3×99999999", "Max pool 9×9 Ceil", "Conv 3×3×8 Dilation=2", "1e3", "∞"]),
+    st.text(alphabet="Conv MaxpolAg×x0123456789=,|SdeBNRLU \t-", max_size=24),
+)
+HEADER = "| Input size | Operation | Stride | Padding | Shortcut | After |"
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=st.lists(st.lists(CELL, min_size=5, max_size=7), min_size=0, max_size=4),
+       header=st.sampled_from([HEADER, HEADER.replace("After", "Aftr"), "| Operation | Input size |", ""]))
+def test_random_malformed_tables_raise_only_table_error(rows, header):
+    text = "\n".join([header] + ["| " + " | ".join(r) + " |" for r in rows])
+    try:
+        net = rk.from_table(text)
+    except rk.TableError:
+        return
+    # it built: then it must really run on its declared input and give the shape it promised
+    size = (1, *net.input_size)
+    if torch.Size(size).numel() <= 200_000:
+        with torch.no_grad():
+            out = net.eval()(torch.zeros(size))
+        assert tuple(out.shape[1:]) == net.output_size
+
+
+@settings(max_examples=60, deadline=None)
+@given(h=st.integers(1, 40), k=st.integers(1, 6), s=st.integers(1, 4), p=st.integers(0, 3),
+       d=st.integers(1, 3), c=st.integers(1, 5), kind=st.sampled_from(["Conv", "Max pool", "Avg pool"]),
+       ceil=st.booleans())
+def test_valid_single_rows_build_exactly_what_torch_computes(h, k, s, p, d, c, kind, ceil):
+    opts = (f" Dilation={d}" if kind != "Avg pool" else "") + (" Ceil" if ceil and kind != "Conv" else "")
+    op = f"Conv {k}×{k}×{c}" if kind == "Conv" else f"{kind} {k}×{k}"
+    text = f"{HEADER}\n| {h}×{h}×2 | {op}{opts} | {s} | {p} | | |"
+    try:
+        net = rk.from_table(text)
+    except rk.TableError:
+        return
+    with torch.no_grad():
+        out = net(torch.zeros(1, 2, h, h))
+    assert tuple(out.shape[1:]) == net.output_size
+
+
+# ------------------------------------------------------------------ to_table
+def test_to_table_round_trips_a_plain_conv_net():
+    plain = nn.Sequential(
+        nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.MaxPool2d(3, 2, 1),
+        nn.Conv2d(16, 32, 3, 1, 1, groups=4, bias=False), nn.BatchNorm2d(32), nn.ReLU6(),
+        nn.Conv2d(32, 32, 3, 1, 2, dilation=2, bias=False), nn.SiLU(),
+        nn.AvgPool2d(2, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10),
+    )
+    text = rk.to_table(plain, (1, 3, 64, 64))
+    rebuilt = rk.from_table(text)
+    x = torch.zeros(1, 3, 64, 64)
+    assert tuple(rebuilt(x).shape) == tuple(plain(x).shape) == (1, 10)
+    assert count_params(rebuilt) == count_params(plain)  # the same layers: bias-free convs, BNs, one FC
+    assert "Conv 3×3×32 Groups=4" in text and "Dilation=2" in text and "BN, ReLU6" in text
+
+
+def test_to_table_of_a_table_net_gives_the_table_back():
+    text = rk.to_table(rk.from_table(SEED), (1, 3, 112, 112))
+    again = rk.from_table(text)
+    assert [(s.in_shape, s.out_shape, s.op.text, s.after) for s in again.specs] == \
+        [(s.in_shape, s.out_shape, s.op.text, s.after) for s in rk.from_table(SEED).specs]
+    assert_golden("to_table_seed.txt", text)
+
+
+def test_to_table_renders_residual_units_as_one_row():
+    text = rk.to_table(rk.create_model("resnet18"), (1, 3, 224, 224))
+    lines = text.splitlines()
+    assert len(lines) == 1 + 2 + 8 + 1        # header, stem conv + max pool, 8 BasicBlocks, FC
+    assert "Conv 1×1×128 Stride=2, BN" in lines[5]
+    assert "Identity" in lines[4]
+    assert_golden("to_table_resnet18.txt", text)
+    with pytest.raises(rk.TableError, match="unknown operation 'BasicBlock: "):
+        rk.from_table(text)
