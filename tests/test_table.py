@@ -96,7 +96,8 @@ def test_wrong_declared_channels_are_caught():
     (("BN, ReLU |\n| 56", "BN, Relu9 |\n| 56"), r"row 1: unknown layer 'Relu9'"),
     (("| 112×112×3  |", "| 112×112    |"), r"row 1: input size '112×112' must be H×W×C"),
     (("Conv 5×5×64", "Conv 5×5×64 Groups=5"), r"row 1: .*Groups=5 must divide"),
-    (("Conv 5×5×64", "Conv 999×999×64"), r"row 1: Conv 999×999×64 does not fit its 112×112 input"),
+    (("Conv 5×5×64", "Conv 199×199×64"), r"row 1: Conv 199×199×64 does not fit its 112×112 input"),
+    (("Conv 5×5×64", "Conv 999×999×64"), r"row 1: Conv 999×999×64 on 3 channels would have 191,616,192 weights"),
     (("Max pool 3×3| 2      | 1 ", "Max pool 3×3| 2      | 2 "), r"row 2: .*padding 2 is more than half"),
     (("|          |\n| 28×28×64", "\n| 28×28×64"), r"row 2: has 4 cells but the header has 6 columns"),
 ])

@@ -68,9 +68,6 @@ class Trace:
     def batch(self) -> int:
         return self.input_shape[0]
 
-    def children_of(self, call: Call) -> list[Call]:
-        return [c for c in self.calls if c.parent == call.index]
-
     def descendants(self, call: Call) -> list[Call]:
         inside, out = {call.index}, []
         for c in self.calls[call.index + 1:]:

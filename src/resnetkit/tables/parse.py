@@ -15,7 +15,8 @@ from ..inspect.units import AFTER_LAYERS
 from .errors import TableError
 
 Shape = tuple[int, ...]          # (C, H, W) for maps, (F,) for vectors
-MAX_LAYER_PARAMS = 2 ** 28       # a bigger single layer is a typo, not a network (and 1 GB of float32)
+MAX_LAYER_PARAMS = 2 ** 27       # 134 M weights (VGG's fc6 has 103 M): more is a typo, and 0.5 GB of float32
+MAX_CHANNELS = 2 ** 20           # likewise for a channel count (a BN over it is built without a weight check)
 
 COLUMNS = {"input size": "input", "input": "input", "operation": "op", "op": "op", "layer": "op",
            "stride": "stride", "padding": "padding", "pad": "padding", "shortcut": "shortcut",
@@ -122,6 +123,8 @@ def parse_op(text: str, row: int, where: str = "Operation") -> Op:
         raise TableError(f"unknown {where.lower()} {text.strip()!r}; known forms: {OP_FORMS}{extra}", row)
     if min(op.kernel) < 1 or op.out < (1 if op.kind == "conv" else 0) or op.groups < 1:
         raise TableError(f"{t!r}: kernel sizes, channels and groups must be at least 1", row)
+    if op.out > MAX_CHANNELS:
+        raise TableError(f"{t!r}: more than {MAX_CHANNELS:,} channels", row)
     changes = {}
     for key in ("stride", "padding", "dilation"):
         if key in opts:
@@ -233,6 +236,8 @@ def _declared(text: str, row: int) -> Shape | None:
     nums = [int(n) for n in re.split(_X, t)]
     if len(nums) not in (1, 3) or min(nums) < 1:
         raise TableError(f"input size {t!r} must be H×W×C (three numbers ≥ 1) or C for a vector", row)
+    if nums[-1] > MAX_CHANNELS:
+        raise TableError(f"input size {t!r} has more than {MAX_CHANNELS:,} channels", row)
     return (nums[2], nums[0], nums[1]) if len(nums) == 3 else (nums[0],)
 
 
