@@ -80,7 +80,8 @@ def strip_wrappers(key: str) -> str:
     return _WRAPPER.sub("", key)
 
 
-def split_container(keys: Iterable[str], model_keys: set[str], classifier: str | None) -> tuple[dict[str, str], list[str]]:
+def split_container(keys: Iterable[str], model_keys: set[str],
+                    classifier: str | None) -> tuple[dict[str, str], list[str]]:
     """Map an mmdet/mmpretrain container's keys to the model's; return (renames, ignored keys).
 
     Applies only when the checkpoint has ``backbone.*`` keys and the model has no

@@ -94,7 +94,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike | Mapping[str, torch.
     mis-shaped tensor raises :class:`WeightsError` before the model is touched;
     with ``strict=False`` what fits is loaded and the rest is logged and returned.
     """
-    label = "state dict" if isinstance(path, Mapping) else str(path)
+    label = "the given state dict" if isinstance(path, Mapping) else str(path)
     state = find_state_dict(path, label) if isinstance(path, Mapping) else read_state_dict(path)
     target = unwrap_model(model)
     model_state = target.state_dict()
@@ -122,7 +122,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike | Mapping[str, torch.
     # A classifier of another size (or a model without one) keeps its own initialisation.
     kept_own: set[str] = set()
     if classifier:
-        cls_keys = [k for k in mapped if k.startswith(classifier + ".") and k[len(classifier) + 1:] in ("weight", "bias")]
+        cls_keys = [k for k in (classifier + ".weight", classifier + ".bias") if k in mapped]
         w_key = classifier + ".weight"
         if w_key in mapped and w_key not in model_keys:
             skip.update(cls_keys)
