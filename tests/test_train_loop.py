@@ -201,3 +201,23 @@ def test_eval_and_predict_errors(tmp_path, capsys):
     save_file(rk.create_model("resnet20").state_dict(), str(plain))   # weights without training metadata
     assert main(["predict", "--checkpoint", str(plain), str(plain)]) == 2
     assert "has no resnetkit training metadata" in capsys.readouterr().err
+
+
+def test_train_and_eval_on_an_image_folder_tree_with_workers(tmp_path, capsys):
+    from test_train_data import write_png_tree
+
+    write_png_tree(tmp_path / "pets", per_class=10)        # 20x12 RGB PNGs, 2 classes
+    result = Trainer(TrainConfig(model="resnet20", data=str(tmp_path / "pets"), batch_size=4, epochs=1,
+                                 workers=1, device="cpu", out=str(tmp_path / "run")),
+                     progress=False, verbose=False).fit()
+    assert result.history[0]["epoch"] == 1
+    meta = rk.train.load_trained(tmp_path / "run" / "best.safetensors")[1]
+    # No --image-size: the tree is resized to what resnet20 is designed for (3x32x32).
+    assert meta["input"]["image_size"] == [32, 32] and meta["classes"] == ["cat", "dog"]
+    assert main(["eval", "--checkpoint", str(tmp_path / "run"), "--data", str(tmp_path / "pets"),
+                 "--device", "cpu"]) == 0
+    assert "(test, 4 images)" in capsys.readouterr().out
+    assert main(["predict", "--checkpoint", str(tmp_path / "run"), "--topk", "5",
+                 str(tmp_path / "pets" / "cat" / "0.png")]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.count("%") == 2 and ("cat" in line and "dog" in line)   # top-5 of 2 classes shows both
