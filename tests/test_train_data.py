@@ -142,14 +142,16 @@ def test_image_folder_split_resize_and_bad_image_skipped(tmp_path):
     (tmp_path / "pets" / "dog" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
     with pytest.warns(UserWarning, match=r"skipping .*broken\.png: cannot decode image"):
         train = load_dataset(tmp_path / "pets", "train", image_size=(16, 16))
-    test = load_dataset(tmp_path / "pets", "test", image_size=(16, 16))
+    with pytest.warns(UserWarning, match=r"skipping .*broken\.png"):
+        test = load_dataset(tmp_path / "pets", "test", image_size=(16, 16))
     assert train.classes == ["cat", "dog"] and train.channels == 3
     assert len(train) == 8 and len(test) == 2            # 80/20 of 5 per class; the broken file is gone
     assert not {p for p, _ in train.files} & {p for p, _ in test.files}
     images, labels, idx = train.__getitems__([0, 5])
     assert images.shape == (2, 3, 16, 16) and images.dtype == torch.uint8 and labels.tolist() == [0, 1]
     # The decoded pixels are the file's pixels (no resize when the size already matches).
-    native = load_dataset(tmp_path / "pets", "train", image_size=(12, 20))
+    with pytest.warns(UserWarning, match=r"skipping .*broken\.png"):
+        native = load_dataset(tmp_path / "pets", "train", image_size=(12, 20))
     expected = np.array(Image.open(native.files[0][0]))
     assert torch.equal(native.__getitems__([0])[0][0], torch.from_numpy(expected).permute(2, 0, 1))
 
