@@ -97,18 +97,10 @@ def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def save_model_file(model: nn.Module, path: str | os.PathLike, meta: dict[str, Any]) -> None:
     """Write the weights as safetensors with ``meta`` (model name, classes, input spec) as JSON metadata."""
-    try:
-        from ..weights import save_weights
-    except ImportError:  # resnetkit.weights is being written in parallel; remove this fallback once it lands
-        save_weights = None
-    if save_weights is not None:
-        save_weights(model, path, metadata={"resnetkit": json.dumps(meta)})
-        os.chmod(path, _file_mode())  # safetensors creates 0600 files
-        return
-    from safetensors.torch import save_file
+    from ..weights import save_weights  # atomic too (temporary file + rename)
 
-    with atomic_path(path) as tmp:
-        save_file(plain_state_dict(model), str(tmp), metadata={"resnetkit": json.dumps(meta)})
+    save_weights(model, path, metadata={"resnetkit": json.dumps(meta)})
+    os.chmod(path, _file_mode())  # safetensors creates 0600 files
 
 
 def read_model_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
