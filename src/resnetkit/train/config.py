@@ -23,8 +23,8 @@ class TrainConfig:
     model: str = "d2l_resnet18"
     data: str = "mnist5k"
     epochs: int = 12
-    batch_size: int = 128
-    lr: float = 0.1
+    batch_size: int = 64
+    lr: float = 0.05
     optimizer: str = "sgd"
     momentum: float = 0.9
     schedule: str = "cosine"
