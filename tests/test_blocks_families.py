@@ -1,6 +1,7 @@
 """The blocks of the non-ResNet families on their own: shapes, shortcuts, refusals."""
 import pytest
 import torch
+from torch import nn
 
 import resnetkit as rk
 
@@ -77,6 +78,19 @@ def test_ghost_bottleneck_seed_example():
     assert [type(m) for m in blk.shortcut] == [torch.nn.Conv2d, torch.nn.BatchNorm2d] * 2
     assert blk.shortcut[0].groups == 16 and blk.shortcut[0].stride == (2, 2)
     assert blk.se.conv_reduce.out_channels == 12 and isinstance(blk.se.gate, torch.nn.Hardsigmoid)
+
+
+def test_ghost_bottleneck_positional_form_of_the_issue():
+    blk = rk.GhostBottleneck(16, 48, 24, 3, 2, 0.25)  # (in, mid, out, dw_kernel_size, stride, se_ratio)
+    assert blk.se is not None and blk(torch.zeros(1, 16, 56, 56)).shape == (1, 24, 28, 28)
+
+
+@pytest.mark.parametrize("act", [nn.GELU, nn.Sigmoid, nn.ReLU6])
+def test_activations_without_inplace_are_accepted(act):
+    brick, se = rk.ConvBNAct(3, 8, act_layer=act), rk.SqueezeExcite(8, act_layer=act)
+    assert isinstance(brick[2], act) and isinstance(se.act1, act)
+    assert brick(torch.randn(1, 3, 8, 8)).shape == (1, 8, 8, 8)
+    assert se(torch.randn(1, 8, 4, 4)).shape == (1, 8, 4, 4)
 
 
 def test_ghost_bottleneck_identity_shortcut():

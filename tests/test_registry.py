@@ -36,3 +36,17 @@ def test_out_indices_without_features_only_is_refused():
 def test_register_model_rejects_duplicates():
     with pytest.raises(ValueError, match="already registered"):
         rk.register_model()(rk.models.resnet.resnet18)
+
+
+@pytest.mark.parametrize("name, kwargs", [("resnet18", {"block": rk.Bottleneck}),
+                                          ("resnext50_32x4d", {"groups": 8}), ("ghostnet_100", {"width": 2.0})])
+def test_argument_fixed_by_the_architecture_is_named(name, kwargs):
+    (arg,) = kwargs
+    with pytest.raises(TypeError, match=rf"'{arg}' is fixed by the {name} architecture"):
+        rk.create_model(name, **kwargs)
+
+
+def test_unknown_plugin_option_is_named_at_construction():
+    spec = [dict(cfg=dict(type="SE", ration=4), position="after_conv2", stages=(True, False, False, False))]
+    with pytest.raises(ValueError, match=r"plugin 'SE' has no option\(s\) \['ration'\]; its options are \['ratio'\]"):
+        rk.create_model("resnet18", plugins=spec)

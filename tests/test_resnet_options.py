@@ -57,16 +57,23 @@ def test_with_cp_gives_equal_outputs_and_gradients(name):
     cp = rk.create_model(name, num_classes=10, with_cp=True)
     cp.load_state_dict(plain.state_dict())
     assert all(b.grad_checkpointing for b in cp.modules() if isinstance(b, rk.Block))
-    outs, grads = [], []
+    outs, grads, conv_calls = [], [], []
     for m in (plain, cp):
         m.train()
+        calls = []
+        m.layer1[0].conv1.register_forward_hook(lambda *_: calls.append(1))
         out = m(X)
         out.square().sum().backward()
         outs.append(out)
         grads.append({k: p.grad.clone() for k, p in m.named_parameters()})
+        conv_calls.append(len(calls))
+    assert conv_calls == [1, 2]  # checkpointing really recomputes the block in backward
     assert torch.allclose(outs[0], outs[1], atol=1e-6)
     for k in grads[0]:
         assert torch.allclose(grads[0][k], grads[1][k], atol=1e-5, rtol=1e-4), k
+    # ...and the recompute leaves BatchNorm running statistics as one forward pass left them
+    for (k, a), b in zip(plain.state_dict().items(), cp.state_dict().values()):
+        assert torch.equal(a, b), k
 
 
 def test_set_grad_checkpointing_toggles_blocks():

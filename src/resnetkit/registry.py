@@ -4,6 +4,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -92,7 +93,14 @@ def create_model(name: str, num_classes: int | None = None, in_chans: int | None
         kwargs["num_classes"] = num_classes
     if in_chans is not None:
         kwargs["in_chans"] = in_chans
-    model = entry.fn(**kwargs)
+    try:
+        model = entry.fn(**kwargs)
+    except TypeError as e:  # e.g. groups= for a ResNeXt, whose constructor fixes it
+        fixed = re.search(r"got multiple values for (?:keyword )?argument '(\w+)'", str(e))
+        if not fixed:
+            raise
+        raise TypeError(f"create_model({name!r}): {fixed.group(1)!r} is fixed by the {name} architecture and "
+                        f"cannot be passed; build the class ({(entry.cls or entry.fn).__name__}) yourself to change it") from None
     model.model_name = name
     chans = in_chans if in_chans is not None else entry.input_size[0]
     model.default_input_size = (chans, *entry.input_size[1:])

@@ -1,8 +1,11 @@
 """What every residual block shares: activation checkpointing and stochastic depth."""
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 
 
@@ -19,8 +22,21 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(self._forward, x, use_reentrant=False)
+            return checkpoint(self._forward, x, use_reentrant=False,
+                              context_fn=lambda: (contextlib.nullcontext(), self._frozen_norm_stats()))
         return self._forward(x)
+
+    @contextlib.contextmanager
+    def _frozen_norm_stats(self):
+        """The recompute in backward must not update BatchNorm running statistics a second time."""
+        buffers = [b for m in self.modules() if isinstance(m, _BatchNorm) for b in m.buffers()]
+        saved = [b.clone() for b in buffers]
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for b, s in zip(buffers, saved):
+                    b.copy_(s)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

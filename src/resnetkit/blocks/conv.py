@@ -1,12 +1,22 @@
 """The one conv → norm → activation brick every family builds with."""
 from __future__ import annotations
 
+import inspect
 from collections import OrderedDict
 from typing import Callable, Sequence
 
 from torch import nn
 
 LayerFn = Callable[..., nn.Module]
+
+
+def make_act(act_layer: LayerFn) -> nn.Module:
+    """An activation module, in place where the class allows it (ReLU, ReLU6, SiLU; not GELU or Sigmoid)."""
+    try:
+        takes_inplace = "inplace" in inspect.signature(act_layer).parameters
+    except (TypeError, ValueError):  # a builtin without a signature
+        takes_inplace = False
+    return act_layer(inplace=True) if takes_inplace else act_layer()
 
 
 class ConvBNAct(nn.Sequential):
@@ -46,6 +56,6 @@ class ConvBNAct(nn.Sequential):
         if norm_layer is not None:
             layers.append((names[1], norm_layer(out_channels)))
         if act_layer is not None:
-            layers.append((names[2], act_layer(inplace=True)))
+            layers.append((names[2], make_act(act_layer)))
         super().__init__(OrderedDict(layers))
         self.out_channels = out_channels

@@ -50,7 +50,7 @@ class GhostBottleneck(Block):
     """
 
     def __init__(self, in_chs: int, mid_chs: int, out_chs: int, dw_kernel_size: int = 3, stride: int = 1,
-                 act_layer: LayerFn = nn.ReLU, se_ratio: float = 0.0) -> None:
+                 se_ratio: float = 0.0, act_layer: LayerFn = nn.ReLU) -> None:
         super().__init__()
         self.stride = stride
         self.ghost1 = GhostModule(in_chs, mid_chs, act_layer=act_layer)

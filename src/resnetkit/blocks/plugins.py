@@ -8,6 +8,7 @@ position and must keep the tensor's shape.
 from __future__ import annotations
 
 import difflib
+import inspect
 from typing import Any, Sequence
 
 import torch
@@ -33,7 +34,14 @@ def build_plugin(cfg: dict[str, Any], in_channels: int) -> nn.Module:
         hint = f" Did you mean {close}?" if close else ""
         raise ValueError(f"unknown plugin type {name!r}; registered: {sorted(_PLUGINS)}.{hint} "
                          "Add your own with resnetkit.register_plugin(name, cls).")
-    return _PLUGINS[name](in_channels, **cfg)
+    cls = _PLUGINS[name]
+    params = inspect.signature(cls).parameters
+    if not any(v.kind == v.VAR_KEYWORD for v in params.values()):
+        options = list(params)[1:]  # the first parameter takes the channel count
+        unknown = sorted(set(cfg) - set(options))
+        if unknown:
+            raise ValueError(f"plugin {name!r} has no option(s) {unknown}; its options are {options}")
+    return cls(in_channels, **cfg)
 
 
 def check_plugins(plugins: Sequence[dict] | None, num_stages: int = 4) -> list[dict]:

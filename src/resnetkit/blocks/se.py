@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from .base import make_divisible
+from .conv import make_act
 
 
 class SqueezeExcite(nn.Module):
@@ -31,7 +32,7 @@ class SqueezeExcite(nn.Module):
             rd_channels = make_divisible(in_chs * rd_ratio, rd_divisor) if rd_divisor > 1 \
                 else max(1, round(in_chs * rd_ratio))
         self.conv_reduce = nn.Conv2d(in_chs, rd_channels, 1, bias=True)
-        self.act1 = act_layer(inplace=True)
+        self.act1 = make_act(act_layer)
         self.conv_expand = nn.Conv2d(rd_channels, in_chs, 1, bias=True)
         self.gate = gate_layer()
 
