@@ -188,3 +188,26 @@ def test_frozen_stages_and_norm_eval(name):
     assert frozen and not any(p.requires_grad for p in frozen)
     assert all(not bn.training for bn in m.modules() if isinstance(bn, torch.nn.BatchNorm2d))
     assert any(p.requires_grad for p in m.parameters())
+
+
+@pytest.mark.parametrize("name", ["resnet20", "cifar_resnet18", "resnet18"])
+def test_frozen_stages_mean_the_same_on_cifar_and_imagenet_resnets(name):
+    # stage 0 = the stem, stage k = layer k, whether or not the stem downsamples (mmdet's meaning)
+    m = rk.create_model(name, frozen_stages=1).train()
+    frozen = {n.split(".")[0] for n, p in m.named_parameters() if not p.requires_grad}
+    assert frozen == {"conv1", "bn1", "layer1"}
+    assert not m.layer1.training and m.layer2.training  # frozen stages stay in eval, without norm_eval
+    assert all(p.requires_grad for p in m.layer2.parameters())
+
+
+def test_cifar_resnets_take_every_resnet_option():
+    plugin = dict(cfg=dict(type="SE"), position="after_conv2", stages=(True, False, False, False))
+    m = rk.create_model("cifar_resnet50", style="caffe", groups=2, deep_stem=True, avg_down=True, plugins=[plugin],
+                        replace_stride_with_dilation=(False, False, True), drop_path_rate=0.1)
+    assert m.feature_info.reduction() == [1, 2, 4, 4]  # dilation keeps the last stage at /4
+    assert m.layer1[0].conv1.stride == (1, 1) and m.layer2[0].conv1.stride == (2, 2)  # caffe: stride on the 1×1
+    assert isinstance(m.layer2[0].downsample[0], torch.nn.AvgPool2d) and len(m.conv1) == 7
+    assert m.layer1[0].conv2.groups == 2 and hasattr(m.layer1[0], "after_conv2_plugins")
+    assert m.eval()(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+    with pytest.raises(ValueError, match="needs shortcut='B'"):
+        rk.create_model("resnet20", avg_down=True)

@@ -20,9 +20,13 @@ class ModelEntry:
 
     def accepted_kwargs(self) -> set[str]:
         names = {p for p in inspect.signature(self.fn).parameters if p != "kwargs"}
-        if self.cls is not None:
-            names |= {p for p, v in inspect.signature(self.cls).parameters.items()
-                      if v.kind not in (v.VAR_KEYWORD, v.VAR_POSITIONAL)}
+        for klass in self.cls.__mro__ if self.cls is not None else ():
+            if "__init__" not in vars(klass):
+                continue
+            params = inspect.signature(klass.__init__).parameters.values()
+            names |= {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)} - {"self"}
+            if not any(p.kind == p.VAR_KEYWORD for p in params):
+                break  # a subclass forwarding **kwargs also accepts its base class's arguments
         return names
 
 

@@ -127,19 +127,25 @@ class ResidualNet(nn.Module):
         return out
 
     # ------------------------------------------------- frozen stages / norm eval
-    def _stage_modules(self, stage: int) -> list[nn.Module]:
-        """Stage 0 = trunk up to level 0 (the stem); stage k = after level k-1 up to level k."""
+    def _stage_bounds(self) -> list[str]:
+        """The trunk module that ends each frozen_stages stage: a family's ``stage_ends`` (ResNets:
+        stem, layer1, ...), else its feature levels (stage 0 = up to C1, the stem)."""
         levels = getattr(self, "_all_levels", self.feature_info)
-        names = list(self.trunk_names)
-        bounds = [names.index(lvl["module"]) if lvl["module"] in names else len(names) for lvl in levels]
+        return getattr(self, "stage_ends", None) or [lvl["module"] for lvl in levels]
+
+    def _stage_modules(self, stage: int) -> list[nn.Module]:
+        """Stage 0 = trunk up to the first bound; stage k = after bound k-1 up to bound k."""
+        names = list(self.trunk_names)  # a features_only backbone may have pruned later stages
+        bounds = [names.index(b) if b in names else len(names) for b in self._stage_bounds()]
         start = 0 if stage == 0 else bounds[stage - 1] + 1
         return [self.get_submodule(n) for n in names[start: bounds[stage] + 1]]
 
     def freeze_stages(self, frozen_stages: int) -> None:
         """Stages 0..frozen_stages lose ``requires_grad`` and stay in eval mode (mmdet's meaning)."""
-        levels = getattr(self, "_all_levels", self.feature_info)
-        if frozen_stages >= len(levels):
-            raise ValueError(f"frozen_stages={frozen_stages} but {type(self).__name__} has stages 0..{len(levels) - 1}")
+        num_stages = len(self._stage_bounds())
+        if frozen_stages >= num_stages:
+            raise ValueError(f"frozen_stages={frozen_stages} but {type(self).__name__} has stages "
+                             f"0..{num_stages - 1} (0 = stem)")
         self.frozen_stages = frozen_stages
         for stage in range(frozen_stages + 1):
             for m in self._stage_modules(stage):

@@ -2,7 +2,8 @@
 
 The stem is one 3×3 conv (stride 1, no max pool), so a 32×32 image keeps its
 resolution through the first stage and feature levels sit at reductions
-1, 2, 4 (, 8). Blocks are the shared ``BasicBlock``/``Bottleneck``.
+1, 2, 4 (, 8). Everything else is the ImageNet :class:`ResNet`: the same
+blocks, stage builder and options.
 
 >>> import torch, resnetkit as rk
 >>> net = rk.create_model("resnet20", features_only=True)
@@ -15,64 +16,44 @@ from typing import Sequence
 
 from torch import nn
 
-from ..blocks import BasicBlock, Bottleneck, make_shortcut
+from ..blocks import BasicBlock, Bottleneck
 from ..blocks.shortcut import ZeroPadShortcut
-from ..features import levels_from_trunk
 from ..registry import register_model
-from .base import ResidualNet
-from .resnet import ResNet
-
-SHORTCUTS = {"A": ZeroPadShortcut, "B": make_shortcut}
+from .resnet import ResNet, _deep_stem
 
 
-class CifarResNet(ResidualNet):
-    """3×3 stem (``conv1/bn1/relu``), one stage per entry of ``widths`` (the first at stride 1,
-    the others halving the size), global average pool, ``fc``.
+class CifarResNet(ResNet):
+    """A :class:`ResNet` with a 3×3 stride-1 stem and no max pool, for 32×32 inputs.
 
+    Every ResNet option applies (style, groups, dilation, plugins, drop path,
+    frozen_stages, ...); ``deep_stem`` makes the stem three stride-1 3×3 convs.
     ``shortcut="B"`` projects with a 1×1 conv + BN where shapes change (the
     CIFAR ResNet-18/34/50 of common practice); ``"A"`` subsamples and zero-pads
     (He et al.'s CIFAR models: no shortcut parameters).
     """
 
     def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers: Sequence[int],
-                 widths: Sequence[int] = (64, 128, 256, 512), num_classes: int = 10, in_chans: int = 3,
-                 shortcut: str = "B", zero_init_residual: bool = False, drop_path_rate: float = 0.0,
-                 norm_layer: type[nn.Module] | None = None, frozen_stages: int = -1, norm_eval: bool = False,
-                 with_cp: bool = False) -> None:
-        super().__init__()
-        if shortcut not in SHORTCUTS:
+                 widths: Sequence[int] = (64, 128, 256, 512), num_classes: int = 10, shortcut: str = "B",
+                 **kwargs) -> None:
+        if shortcut not in ("A", "B"):
             raise ValueError(f"shortcut must be 'A' (zero-pad) or 'B' (1×1 projection), got {shortcut!r}")
-        if len(layers) != len(widths):
-            raise ValueError(f"layers {tuple(layers)} and widths {tuple(widths)} need one entry per stage")
-        norm_layer = norm_layer or nn.BatchNorm2d
-        self.num_classes = num_classes
-        inplanes = widths[0]
-        self.conv1 = nn.Conv2d(in_chans, inplanes, 3, 1, 1, bias=False)
-        self.bn1 = norm_layer(inplanes)
-        self.relu = nn.ReLU(inplace=True)
-        trunk, reduction = [("relu", inplanes, 1)], 1
-        dpr = [drop_path_rate * i / max(sum(layers) - 1, 1) for i in range(sum(layers))]
-        for i, (planes, n) in enumerate(zip(widths, layers)):
-            stride = 1 if i == 0 else 2
-            outplanes = planes * block.expansion
-            downsample = None if stride == 1 and inplanes == outplanes else \
-                SHORTCUTS[shortcut](inplanes, outplanes, stride)
-            blocks = [block(inplanes if j == 0 else outplanes, planes, stride if j == 0 else 1,
-                            downsample if j == 0 else None, norm_layer=norm_layer, drop_path=dpr.pop(0))
-                      for j in range(n)]
-            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
-            inplanes, reduction = outplanes, reduction * stride
-            trunk.append((f"layer{i + 1}", outplanes, reduction))
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.num_features = inplanes
-        self.fc = nn.Linear(inplanes, num_classes) if num_classes > 0 else nn.Identity()
+        if shortcut == "A" and kwargs.get("avg_down"):
+            raise ValueError("avg_down changes projection shortcuts; it needs shortcut='B', not the "
+                             "parameter-free option A")
+        self._shortcut_kind = shortcut  # read by _make_shortcut during ResNet.__init__
+        super().__init__(block, layers, num_classes=num_classes, widths=widths, **kwargs)
 
-        self.trunk_names = ["conv1", "bn1", "relu"] + [f"layer{i + 1}" for i in range(len(widths))]
-        self.head_names = ["avgpool", "fc"]
-        self.classifier_name = "fc"
-        self.feature_info = levels_from_trunk(trunk)
-        ResNet._init_weights(self, zero_init_residual)  # the same He init as the ImageNet ResNets
-        self._apply_backbone_options(frozen_stages, norm_eval, with_cp)
+    def _make_stem(self, in_chans: int, out_chs: int, deep_stem: bool, stem_width: int) -> tuple[list[str], int]:
+        self.conv1 = _deep_stem(in_chans, stem_width, out_chs, stride=1) if deep_stem else \
+            nn.Conv2d(in_chans, out_chs, 3, 1, 1, bias=False)
+        self.bn1 = self.norm_layer(out_chs)
+        self.relu = nn.ReLU(inplace=True)
+        return ["conv1", "bn1", "relu"], 1
+
+    def _make_shortcut(self, inplanes: int, outplanes: int, stride: int) -> nn.Module | None:
+        if self._shortcut_kind == "B" or (stride == 1 and inplanes == outplanes):
+            return super()._make_shortcut(inplanes, outplanes, stride)
+        return ZeroPadShortcut(inplanes, outplanes, stride)
 
 
 def _cifar(block, layers, **kwargs) -> CifarResNet:

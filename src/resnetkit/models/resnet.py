@@ -21,26 +21,28 @@ from ..registry import register_model
 from .base import ResidualNet
 
 
-def _deep_stem(in_chans: int, stem_width: int, out_chs: int) -> nn.Sequential:
+def _deep_stem(in_chans: int, stem_width: int, out_chs: int, stride: int = 2) -> nn.Sequential:
     """Three 3×3 convs (ResNet-C): same receptive field as the 7×7, fewer MACs, more depth.
 
     The last conv's BN is the model's ``bn1``, so names follow timm's deep stem
     (``conv1.0 … conv1.6``) and mmdet's ``stem.N`` maps onto them one to one.
     """
     return nn.Sequential(
-        nn.Conv2d(in_chans, stem_width, 3, 2, 1, bias=False), nn.BatchNorm2d(stem_width), nn.ReLU(inplace=True),
+        nn.Conv2d(in_chans, stem_width, 3, stride, 1, bias=False), nn.BatchNorm2d(stem_width), nn.ReLU(inplace=True),
         nn.Conv2d(stem_width, stem_width, 3, 1, 1, bias=False), nn.BatchNorm2d(stem_width), nn.ReLU(inplace=True),
         nn.Conv2d(stem_width, out_chs, 3, 1, 1, bias=False),
     )
 
 
 class ResNet(ResidualNet):
-    """Stem (7×7/2 conv + 3×3/2 max pool) and four stages of residual blocks.
+    """Stem (7×7/2 conv + 3×3/2 max pool) and one stage of residual blocks per entry of ``layers``.
 
     Args mirror torchvision (``groups``, ``width_per_group``,
     ``replace_stride_with_dilation``, ``zero_init_residual``) and mmdet
     (``style``, ``deep_stem``, ``avg_down``, ``frozen_stages``, ``norm_eval``,
-    ``with_cp``, ``plugins``), plus timm's ``drop_path_rate``.
+    ``with_cp``, ``plugins``), plus timm's ``drop_path_rate``. ``widths`` are
+    the stages' base widths (block outputs are ``width × block.expansion``).
+    Subclasses change the stem (``_make_stem``) or the shortcut (``_make_shortcut``).
     """
 
     def __init__(
@@ -51,7 +53,7 @@ class ResNet(ResidualNet):
         in_chans: int = 3,
         groups: int = 1,
         width_per_group: int = 64,
-        replace_stride_with_dilation: Sequence[bool] = (False, False, False),
+        replace_stride_with_dilation: Sequence[bool] | None = None,
         style: str = "pytorch",
         deep_stem: bool = False,
         stem_width: int = 32,
@@ -63,33 +65,31 @@ class ResNet(ResidualNet):
         with_cp: bool = False,
         plugins: Sequence[dict] | None = None,
         norm_layer: type[nn.Module] | None = None,
+        widths: Sequence[int] = (64, 128, 256, 512),
     ) -> None:
         super().__init__()
         if style not in ("pytorch", "caffe"):
             raise ValueError(f"style must be 'pytorch' or 'caffe', got {style!r}")
-        if len(replace_stride_with_dilation) != 3:
-            raise ValueError("replace_stride_with_dilation needs 3 booleans (for layer2, layer3, layer4), "
-                             f"got {replace_stride_with_dilation}")
-        if len(layers) != 4:
-            raise ValueError(f"layers needs 4 block counts, got {layers}")
-        plugins = check_plugins(plugins)
+        if len(layers) != len(widths):
+            raise ValueError(f"layers {tuple(layers)} and widths {tuple(widths)} need one entry per stage")
+        dilations = tuple(replace_stride_with_dilation or (False,) * (len(layers) - 1))
+        if len(dilations) != len(layers) - 1:
+            raise ValueError(f"replace_stride_with_dilation needs {len(layers) - 1} booleans (one per stage after "
+                             f"the first), got {replace_stride_with_dilation}")
+        plugins = check_plugins(plugins, num_stages=len(layers))
         self.norm_layer = norm_layer or nn.BatchNorm2d
         self.groups, self.base_width = groups, width_per_group
         self.style, self.avg_down = style, avg_down
         self.num_classes = num_classes
-        self.inplanes, self.dilation = 64, 1
+        self.inplanes, self.dilation = widths[0], 1
 
-        self.conv1 = _deep_stem(in_chans, stem_width, 64) if deep_stem else \
-            nn.Conv2d(in_chans, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = self.norm_layer(64)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-
+        stem_names, reduction = self._make_stem(in_chans, widths[0], deep_stem, stem_width)
+        # C1 is the stem's output when the stem downsamples (CIFAR stems do not: their first level is layer1)
+        info = [dict(num_chs=widths[0], reduction=reduction, module="relu")] if reduction > 1 else []
+        reduction *= 2 if "maxpool" in stem_names else 1
         dpr = [drop_path_rate * i / max(sum(layers) - 1, 1) for i in range(sum(layers))]
-        info = [dict(num_chs=64, reduction=2, module="relu")]
-        reduction = 4
-        for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers)):
-            stride, dilate = (1, False) if i == 0 else (2, replace_stride_with_dilation[i - 1])
+        for i, (planes, n) in enumerate(zip(widths, layers)):
+            stride, dilate = (1, False) if i == 0 else (2, dilations[i - 1])
             stage_plugins = [p for p in plugins if p["stages"][i]]
             layer = self._make_layer(block, planes, n, stride, dilate, dpr[:n], stage_plugins)
             dpr = dpr[n:]
@@ -98,22 +98,36 @@ class ResNet(ResidualNet):
             info.append(dict(num_chs=planes * block.expansion, reduction=reduction, module=f"layer{i + 1}"))
 
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.num_features = 512 * block.expansion
+        self.num_features = self.inplanes
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
-        self.trunk_names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
+        stages = [f"layer{i + 1}" for i in range(len(layers))]
+        self.trunk_names = stem_names + stages
+        self.stage_ends = [stem_names[-1]] + stages  # frozen_stages: 0 = stem, i = layer i
         self.head_names = ["avgpool", "fc"]
         self.classifier_name = "fc"
         self.feature_info = FeatureInfo(info)
         self._init_weights(zero_init_residual)
         self._apply_backbone_options(frozen_stages, norm_eval, with_cp)
 
+    def _make_stem(self, in_chans: int, out_chs: int, deep_stem: bool, stem_width: int) -> tuple[list[str], int]:
+        """ImageNet stem: 7×7/2 conv (or the deep stem), BN, ReLU, 3×3/2 max pool; returns (names, conv stride)."""
+        self.conv1 = _deep_stem(in_chans, stem_width, out_chs) if deep_stem else \
+            nn.Conv2d(in_chans, out_chs, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = self.norm_layer(out_chs)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        return ["conv1", "bn1", "relu", "maxpool"], 2
+
+    def _make_shortcut(self, inplanes: int, outplanes: int, stride: int) -> nn.Module | None:
+        return make_shortcut(inplanes, outplanes, stride, self.avg_down, self.norm_layer)
+
     def _make_layer(self, block, planes, blocks, stride, dilate, drop_paths, plugins) -> nn.Sequential:
         previous_dilation = self.dilation
         if dilate:  # keep resolution, grow the receptive field instead (DeepLab)
             self.dilation *= stride
             stride = 1
-        downsample = make_shortcut(self.inplanes, planes * block.expansion, stride, self.avg_down, self.norm_layer)
+        downsample = self._make_shortcut(self.inplanes, planes * block.expansion, stride)
         common = dict(groups=self.groups, base_width=self.base_width, norm_layer=self.norm_layer,
                       style=self.style, plugins=plugins)
         layers = [block(self.inplanes, planes, stride, downsample, dilation=previous_dilation,
