@@ -7,14 +7,16 @@ import pickle
 import struct
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from resnetkit.cli import main
 from resnetkit.train import DataError, load_dataset
-from resnetkit.train.data import read_idx
+from resnetkit.train.data import batch_loader, read_idx
 from resnetkit.train.transforms import InputSpec, epoch_order, epoch_shifts, prepare_batch, shift_images
 
 
@@ -73,6 +75,49 @@ def test_corrupt_idx_errors_name_the_file(tmp_path):
         load_dataset(tmp_path / "g", "test")
 
 
+def damage_gzip_body(path) -> None:
+    """Keep the gzip header, flip bytes inside the deflate stream (zlib.error, not OSError, on reading)."""
+    raw = path.read_bytes()
+    path.write_bytes(raw[:20] + bytes(b ^ 0xFF for b in raw[20:60]) + raw[60:])
+
+
+def test_corrupt_gzip_body_names_the_file(tmp_path):
+    make_idx_folder(tmp_path / "m", gz=True)
+    bad = tmp_path / "m" / "train-images-idx3-ubyte.gz"
+    damage_gzip_body(bad)
+    with pytest.raises(DataError, match=f"corrupt IDX file {bad}: cannot read it") as info:
+        load_dataset(tmp_path / "m", "train")
+    assert isinstance(info.value.__cause__, zlib.error)
+
+
+def assert_one_line_error(capsys, command: str, *needles: str) -> None:
+    out = capsys.readouterr()
+    lines = out.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"resnetkit {command}: error: "), out.err
+    assert all(n in lines[0] for n in needles), lines[0]
+    assert "Traceback" not in out.err + out.out
+
+
+def test_cli_bad_data_is_one_line_naming_the_file(tmp_path, capsys):
+    train = ["train", "--model", "resnet20", "--image-size", "16", "--device", "cpu", "--no-progress",
+             "--out", str(tmp_path / "run")]
+    assert main([*train, "--data", str(tmp_path / "missing")]) == 2
+    assert_one_line_error(capsys, "train", f"dataset folder {tmp_path / 'missing'} does not exist")
+    make_idx_folder(tmp_path / "m", gz=True)
+    damage_gzip_body(tmp_path / "m" / "train-images-idx3-ubyte.gz")      # zlib.error, as in the test above
+    assert main([*train, "--data", str(tmp_path / "m")]) == 2
+    assert_one_line_error(capsys, "train", f"corrupt IDX file {tmp_path / 'm' / 'train-images-idx3-ubyte.gz'}")
+    assert not (tmp_path / "run").exists()
+
+
+def test_training_on_data_without_test_images_is_an_error(tmp_path):
+    from resnetkit.train import Trainer
+
+    make_idx_folder(tmp_path / "m", gz=False, n_test=0)
+    with pytest.raises(DataError, match=r"m has no test images"):     # not a NaN test loss read as divergence
+        Trainer(data=str(tmp_path / "m"), model="resnet20", device="cpu", out=None, progress=False)
+
+
 def test_missing_folder_and_missing_files(tmp_path):
     with pytest.raises(DataError, match=f"dataset folder {tmp_path / 'nope'} does not exist"):
         load_dataset(tmp_path / "nope")
@@ -112,6 +157,15 @@ def test_cifar_batches(tmp_path):
     assert torch.equal(train.images[8:], torch.from_numpy(data.reshape(-1, 3, 32, 32)))
     assert train.labels[8:].tolist() == labels
     assert test.classes == [f"c{i}" for i in range(10)]
+
+
+def test_cifar_folder_with_a_missing_batch_is_an_error(tmp_path):
+    make_cifar_folder(tmp_path / "c")
+    (tmp_path / "c" / "data_batch_2").rename(tmp_path / "c" / "data_batch_3")
+    with pytest.raises(DataError, match=r"CIFAR folder .*c has no data_batch_2 \(found data_batch_1, data_batch_3\)"
+                                        r": a partial download"):
+        load_dataset(tmp_path / "c", "train")
+    assert len(load_dataset(tmp_path / "c", "test")) == 8        # the test split is complete
 
 
 class _Evil:
@@ -154,6 +208,42 @@ def test_image_folder_split_resize_and_bad_image_skipped(tmp_path):
         native = load_dataset(tmp_path / "pets", "train", image_size=(12, 20))
     expected = np.array(Image.open(native.files[0][0]))
     assert torch.equal(native.__getitems__([0])[0][0], torch.from_numpy(expected).permute(2, 0, 1))
+
+
+def write_undecodable_png(path) -> None:
+    """A PNG whose chunks and CRCs are valid (PIL's verify() passes) but whose pixel data is not zlib."""
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((12, 20, 3), np.uint8)).save(buf, "png")
+    raw = buf.getvalue()
+    start = raw.index(b"IDAT") - 4
+    n = struct.unpack(">I", raw[start:start + 4])[0]
+    body = b"\xff" * n
+    path.write_bytes(raw[:start + 8] + body + struct.pack(">I", zlib.crc32(b"IDAT" + body)) + raw[start + 12 + n:])
+
+
+def test_image_that_fails_to_decode_after_the_scan_is_replaced_by_the_next(tmp_path):
+    write_png_tree(tmp_path / "pets", per_class=5)
+    train = load_dataset(tmp_path / "pets", "train", image_size=(12, 20))   # the scan accepts every file
+    bad_path = train.files[3][0]
+    write_undecodable_png(bad_path)
+    with pytest.warns(UserWarning, match=f"cannot decode image {bad_path}: .*using the next image"):
+        images, labels, idx = train.__getitems__([3, 0])
+    # Sample 4 (the next file) stands in for 3, with its own label: the same every epoch and every run.
+    next_image = torch.from_numpy(np.array(Image.open(train.files[4][0]))).permute(2, 0, 1)
+    assert torch.equal(images[0], next_image) and idx.tolist() == [4, 0]
+    assert labels.tolist() == [train.files[4][1], train.files[0][1]]
+    assert train.__getitem__(3)[1] == train.files[4][1]
+    for path, _ in train.files:
+        write_undecodable_png(path)
+    with pytest.raises(DataError, match=r"no image of .*pets can be decoded \(all 8 files failed\)"):
+        with pytest.warns(UserWarning):
+            train.__getitems__([0])
+    # From a DataLoader worker too, with the same one-line message (not the worker's traceback).
+    with pytest.raises(DataError) as info:
+        list(batch_loader(train, [[0, 1]], workers=1))
+    assert str(info.value).startswith("no image of") and "\n" not in str(info.value)
 
 
 def test_image_folder_with_train_test_subfolders_and_grey(tmp_path):

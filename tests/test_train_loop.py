@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -130,6 +133,56 @@ def test_nan_from_huge_lr_on_the_cli(tmp_path, capsys):
     assert len(err) == 1 and "resnetkit train: error: loss became" in err[0] and "--lr" in err[0]
 
 
+def test_weights_blown_up_by_an_epochs_last_step_are_never_saved(tmp_path):
+    # One step per epoch: each step's loss is computed before its update, so only the end-of-epoch check
+    # can see that the update of epoch 2 made the weights NaN/inf.
+    cfg = TrainConfig(**{**TINY, "max_samples": 32, "epochs": 3, "warmup": 0}, out=str(tmp_path))
+    good = {}
+
+    def huge_lr_from_epoch_2(trainer, row):
+        good.update({k: v.clone() for k, v in trainer.net.state_dict().items()})
+        for group in trainer.optimizer.param_groups:   # the lr of the next step: epoch 2's only one
+            group["lr"] = 1e30
+
+    trainer = Trainer(cfg, callbacks=[huge_lr_from_epoch_2], progress=False, verbose=False)
+    assert trainer.steps_per_epoch == 1
+    with pytest.raises(TrainingDiverged, match=r"became NaN/inf in epoch 2 \(train loss [0-9.]+, test loss nan, "
+                                               r"lr 1e\+30\); stopped - the last good checkpoint .*last\.pt "
+                                               r"\(after epoch 1\) is kept"):
+        trainer.fit()
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert state["epoch"] == 1 and len(state["history"]) == 1
+    for k, v in good.items():
+        assert torch.equal(state["model"][k], v), k
+    model, meta = rk.train.load_trained(tmp_path / "best.safetensors")
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in good.items())
+    with open(tmp_path / "metrics.csv") as f:
+        assert [row["epoch"] for row in csv.DictReader(f)] == ["1"]
+
+
+def test_huge_lr_with_one_step_per_epoch_on_the_cli_writes_no_checkpoint(tmp_path, capsys):
+    args = ["train", "--model", "resnet20", "--image-size", "16", "--max-samples", "32", "--batch-size", "32",
+            "--epochs", "3", "--lr", "1e30", "--warmup", "0", "--device", "cpu", "--no-progress",
+            "--out", str(tmp_path)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "in epoch 1" in err[0] and "no checkpoint was written yet" in err[0], err
+    assert not (tmp_path / "last.pt").exists() and not (tmp_path / "best.safetensors").exists()
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--device", "tpu"], "unknown device 'tpu': use auto, cpu, cuda or cuda:N"),
+    (["--device", "mps"], "unknown device 'mps': use auto, cpu, cuda or cuda:N"),
+    (["--image-size", "-4"], "image_size must be >= 1 (or left unset), got -4"),
+    (["--max-samples", "0"], "max_samples must be >= 1 (or left unset), got 0"),
+])
+def test_bad_train_settings_are_one_line_errors(tmp_path, capsys, flags, message):
+    assert main(["train", "--model", "resnet20", "--no-progress", "--out", str(tmp_path), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"resnetkit train: error: {message}"
+    assert not list(tmp_path.iterdir())
+
+
 def test_schedules_and_weight_decay_groups():
     cosine, step = LRSchedule("cosine", 100, 10), LRSchedule("step", 100, 0)
     assert cosine(0) == pytest.approx(1 / 11) and cosine(10) == 1.0 and cosine(99) < 0.001
@@ -203,6 +256,38 @@ def test_eval_and_predict_errors(tmp_path, capsys):
     assert "has no resnetkit training metadata" in capsys.readouterr().err
 
 
+def test_eval_without_matplotlib_names_the_confusion_png(tiny_run, monkeypatch, capsys):
+    out, _ = tiny_run
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
+    assert main(["eval", "--checkpoint", str(out / "best.safetensors"), "--device", "cpu",
+                 "--confusion-png", str(out / "cm_nompl.png")]) == 2
+    assert capsys.readouterr().err.strip() == ("resnetkit eval: error: saving the confusion matrix as "
+                                               "cm_nompl.png needs matplotlib, which is not installed: "
+                                               "pip install 'resnetkit[train]'")
+
+
+def test_checkpoint_whose_metadata_names_another_model(tiny_run, tmp_path, capsys):
+    out, _ = tiny_run
+    with safe_open(str(out / "best.safetensors"), framework="pt") as f:
+        meta = json.loads(f.metadata()["resnetkit"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    wrong = tmp_path / "wrong.safetensors"
+    save_file(tensors, str(wrong), metadata={"resnetkit": json.dumps({**meta, "model": "resnet32"})})
+    with pytest.raises(ValueError, match=f"{wrong}: its weights do not fit the model its metadata names "
+                                         r"\(resnet32, 10 classes\): Missing key"):
+        rk.train.load_trained(wrong)
+    assert main(["eval", "--checkpoint", str(wrong), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and str(wrong) in err and "resnet32" in err
+
+
+def test_predict_on_a_folder_says_it_is_a_folder(tiny_run, tmp_path, capsys):
+    out, _ = tiny_run
+    assert main(["predict", "--checkpoint", str(out / "best.safetensors"), "--device", "cpu", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == (f"resnetkit predict: error: {tmp_path} is a folder, not an image "
+                                               "file; pass the image files themselves")
+
+
 def test_train_and_eval_on_an_image_folder_tree_with_workers(tmp_path, capsys):
     from test_train_data import write_png_tree
 
@@ -221,3 +306,20 @@ def test_train_and_eval_on_an_image_folder_tree_with_workers(tmp_path, capsys):
                  str(tmp_path / "pets" / "cat" / "0.png")]) == 0
     line = capsys.readouterr().out.strip()
     assert line.count("%") == 2 and ("cat" in line and "dog" in line)   # top-5 of 2 classes shows both
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_image_that_fails_to_decode_mid_training_is_skipped_with_a_warning(tmp_path, workers):
+    from test_train_data import write_png_tree, write_undecodable_png
+
+    write_png_tree(tmp_path / "pets", per_class=5)
+    bad = tmp_path / "pets" / "cat" / "3.png"
+    write_undecodable_png(bad)                                 # passes the scan's verify(), fails to decode
+    # A subprocess: a DataLoader worker's warning goes to the real stderr, which pytest cannot record.
+    run = subprocess.run([sys.executable, "-m", "resnetkit", "train", "--model", "resnet20", "--data",
+                          str(tmp_path / "pets"), "--image-size", "16", "--batch-size", "4", "--epochs", "1",
+                          "--workers", workers, "--device", "cpu", "--no-progress", "--out", str(tmp_path / "run")],
+                         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr
+    assert f"cannot decode image {bad}" in run.stderr and "using the next image" in run.stderr
+    assert "Traceback" not in run.stderr and (tmp_path / "run" / "last.pt").is_file()

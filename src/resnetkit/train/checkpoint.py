@@ -139,15 +139,15 @@ def write_metrics(path: str | os.PathLike, history: list[dict[str, float]]) -> N
         tmp.write_text(buf.getvalue())
 
 
-def _pyplot():  # noqa: ANN202
-    matplotlib = require("matplotlib", purpose="drawing curves.png")
+def _pyplot(purpose: str):  # noqa: ANN202
+    matplotlib = require("matplotlib", purpose=purpose)
     matplotlib.use("Agg")  # files only: never needs a display
-    return require("matplotlib.pyplot", purpose="drawing curves.png")
+    return require("matplotlib.pyplot", purpose=purpose)
 
 
 def plot_curves(path: str | os.PathLike, history: list[dict[str, float]]) -> None:
     """``curves.png``: train/test loss and accuracy per epoch."""
-    plt = _pyplot()
+    plt = _pyplot("drawing curves.png")
     epochs = [r["epoch"] for r in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     for key, style in (("train", "-o"), ("test", "--s")):
@@ -166,7 +166,7 @@ def plot_curves(path: str | os.PathLike, history: list[dict[str, float]]) -> Non
 
 def plot_confusion(path: str | os.PathLike, confusion: torch.Tensor, classes: list[str], title: str) -> None:
     """A confusion matrix (rows: true class, columns: predicted) as a PNG heat map with counts."""
-    plt = _pyplot()
+    plt = _pyplot(f"saving the confusion matrix as {Path(path).name}")
     k = len(classes)
     fig, ax = plt.subplots(figsize=(max(4, 0.6 * k + 2), max(4, 0.6 * k + 1.5)))
     ax.imshow(confusion.numpy(), cmap="Blues")

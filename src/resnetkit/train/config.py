@@ -58,6 +58,9 @@ class TrainConfig:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.warmup < 0 or self.weight_decay < 0 or self.augment_shift < 0 or self.workers < 0:
             raise ValueError("warmup, weight_decay, augment_shift and workers must be >= 0")
+        for name in ("image_size", "max_samples"):  # None means: the data's own size / all of the data
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 (or left unset), got {getattr(self, name)}")
         if self.clip_grad is not None and self.clip_grad <= 0:
             raise ValueError(f"clip_grad must be > 0 (or None), got {self.clip_grad}")
         if self.resume and not self.out:

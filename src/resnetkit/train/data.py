@@ -12,10 +12,12 @@ import gzip
 import os
 import pickle
 import random
+import re
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -79,6 +81,7 @@ class ImageFolderDataset(Dataset):
         self.channels = 1 if mode == "L" else 3
         self.image_size = image_size
         self.labels = torch.tensor([label for _, label in files], dtype=torch.long)
+        self.bad: set[Path] = set()  # files found undecodable (per process: each worker keeps its own)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -86,15 +89,32 @@ class ImageFolderDataset(Dataset):
     def load(self, path: Path) -> torch.Tensor:
         return load_image(path, self.mode, self.image_size)
 
+    def _load_or_next(self, i: int) -> tuple[torch.Tensor, int]:
+        """Sample ``i``'s image and index; if its file cannot be decoded (it passed the scan's
+        verify() but its pixel data is broken, or it vanished), warn and take the next decodable
+        file in order instead: a fixed substitute, so runs and resumes stay reproducible."""
+        n = len(self.files)
+        for j in ((i + k) % n for k in range(n)):
+            path = self.files[j][0]
+            if path in self.bad:
+                continue
+            try:
+                return self.load(path), j
+            except (DataError, FileNotFoundError) as e:
+                self.bad.add(path)
+                warnings.warn(f"{e}; using the next image of {self.name} in its place", stacklevel=3)
+        raise DataError(f"no image of {self.name} can be decoded (all {n} files failed); check the files")
+
     def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self.image_size is None:
             raise ValueError("ImageFolderDataset.image_size must be set before batching (images differ in size)")
-        images = torch.stack([self.load(self.files[i][0]) for i in indices])
-        idx = torch.as_tensor(indices, dtype=torch.long)
-        return images, self.labels[idx], idx
+        images, used = zip(*(self._load_or_next(i) for i in indices))
+        idx = torch.as_tensor(used, dtype=torch.long)
+        return torch.stack(images), self.labels[idx], idx
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.load(self.files[i][0]), self.files[i][1]
+        image, j = self._load_or_next(i)
+        return image, self.files[j][1]
 
     def channel_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         return (RGB_MEAN, RGB_STD) if self.channels == 3 else ((0.5,), (0.5,))
@@ -169,7 +189,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     try:
         with opener(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:  # zlib.error: a gzip whose compressed body is damaged
         raise DataError(f"corrupt IDX file {path}: cannot read it ({e})") from e
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise DataError(f"corrupt IDX file {path}: bad magic number {raw[:4].hex() or '(empty file)'} "
@@ -244,9 +264,20 @@ def load_cifar_batch(path: Path) -> dict:
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
 
 
+def _cifar_train_batches(root: Path) -> list[str]:
+    """data_batch_1..N in numeric order; a gap (1 and 3 without 2) is a broken download, not a dataset."""
+    numbers = sorted(int(m[1]) for p in root.iterdir() if (m := re.fullmatch(r"data_batch_(\d+)", p.name)))
+    missing = sorted(set(range(1, numbers[-1] + 1)) - set(numbers)) if numbers else []
+    if missing:
+        raise DataError(f"CIFAR folder {root} has no data_batch_{missing[0]} (found "
+                        f"{', '.join(f'data_batch_{n}' for n in numbers)}): a partial download? "
+                        "Extract the archive again")
+    return [f"data_batch_{n}" for n in numbers]
+
+
 def load_cifar_folder(root: Path, split: str) -> ArrayDataset:
     """CIFAR-10 (or CIFAR-100 with ``fine_labels``) python batches: data_batch_* / test_batch."""
-    names = sorted(p.name for p in root.glob("data_batch_*")) if split == "train" else ["test_batch"]
+    names = _cifar_train_batches(root) if split == "train" else ["test_batch"]
     if not names or not (root / names[0]).is_file():
         raise DataError(f"CIFAR folder {root} has no {'data_batch_1..5' if split == 'train' else 'test_batch'} file")
     images, labels = [], []
@@ -376,16 +407,37 @@ def load_dataset(spec: str | os.PathLike, split: str = "train",
     return load_image_folder(root, split, image_size)
 
 
-
 def _keep_batch(batch):  # noqa: ANN001, ANN202 - __getitems__ already returns a collated batch
     return batch
 
 
-def batch_loader(dataset: Dataset, batches: Sequence[Sequence[int]], workers: int = 0) -> torch.utils.data.DataLoader:
+class _ErrorAsBatch(Dataset):
+    """Returns a DataError instead of raising it: a DataLoader worker would re-raise it in the
+    main process as a new exception whose message is the worker's whole traceback."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitems__(self, indices: Sequence[int]):  # noqa: ANN204
+        try:
+            return self.dataset.__getitems__(indices)
+        except DataError as e:
+            return e
+
+
+def batch_loader(dataset: Dataset, batches: Sequence[Sequence[int]],
+                 workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Iterate ``(uint8 images, labels, indices)`` over the given index batches.
 
     With ``workers > 0`` batches are decoded in background processes (useful for
-    ImageFolder trees; in-memory arrays are fastest with 0).
+    ImageFolder trees; in-memory arrays are fastest with 0). A DataError is raised
+    here, in the calling process, with its own one-line message.
     """
-    return torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=_keep_batch, num_workers=workers,
-                                       persistent_workers=False)
+    for batch in torch.utils.data.DataLoader(_ErrorAsBatch(dataset), batch_sampler=batches, collate_fn=_keep_batch,
+                                             num_workers=workers, persistent_workers=False):
+        if isinstance(batch, DataError):
+            raise batch
+        yield batch

@@ -86,7 +86,13 @@ def load_trained(path: str | os.PathLike, device: torch.device | str = "cpu") ->
         raise ValueError(f"{path} does not record which model it holds; it was trained from a Python model "
                          "object, so rebuild that model and load the weights with load_state_dict")
     model = create_model(meta["model"], num_classes=meta["num_classes"], **meta.get("model_kwargs", {}))
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:  # torch lists every bad key over many lines: keep the first problem
+        lines = str(e).strip().splitlines()
+        first = (lines[1] if len(lines) > 1 else lines[0]).strip()
+        raise ValueError(f"{path}: its weights do not fit the model its metadata names ({meta['model']}, "
+                         f"{meta['num_classes']} classes): {first[:200]}") from e
     return model.to(device).eval(), meta
 
 
@@ -98,6 +104,8 @@ def predict(model: nn.Module, images: Sequence[str | os.PathLike], meta: dict[st
     mode = "L" if spec.data_chans == 1 else "RGB"
     paths = [Path(p) for p in images]
     for p in paths:
+        if p.is_dir():
+            raise ValueError(f"{p} is a folder, not an image file; pass the image files themselves")
         if not p.is_file():
             raise FileNotFoundError(f"image {p} does not exist")
     x = torch.stack([load_image(p, mode, spec.data_size or spec.image_size) for p in paths])

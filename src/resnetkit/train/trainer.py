@@ -18,7 +18,7 @@ from . import checkpoint as ckpt
 from . import distributed as dist
 from ._deps import require
 from .config import TrainConfig
-from .data import ArrayDataset, ImageFolderDataset, batch_loader, load_dataset
+from .data import ArrayDataset, DataError, ImageFolderDataset, batch_loader, load_dataset
 from .evaluate import EvalResult, autocast, evaluate
 from .transforms import InputSpec, epoch_order, epoch_shifts, prepare_batch
 
@@ -119,6 +119,8 @@ class Trainer:
         if cfg.max_samples:
             self.train_data = self.train_data.subset(min(cfg.max_samples, len(self.train_data)))
             self.test_data = self.test_data.subset(min(cfg.max_samples, len(self.test_data)))
+        if not len(self.test_data):  # else the test loss would be NaN, which reads as divergence
+            raise DataError(f"{cfg.data} has no test images")
         classes = list(self.train_data.classes)
         if model is None:
             from ..registry import create_model
@@ -225,16 +227,28 @@ class Trainer:
         if self.verbose:
             print(msg, flush=True)
 
-    def _check_finite(self, loss: torch.Tensor, step: int) -> None:
-        bad = (~torch.isfinite(loss.detach())).double().reshape(1)
+    def _all_finite(self, *tensors: torch.Tensor) -> bool:
+        bad = torch.stack([(~torch.isfinite(t.detach())).any() for t in tensors]).any().double().reshape(1)
         # Every rank must take the same decision, or the others would block in the next all-reduce.
-        if dist.all_sum(bad, self.dist).item() > 0:
-            where = (f"the last good checkpoint {self.out / 'last.pt'} (after epoch {self.epoch}) is kept"
-                     if self.out and self.epoch else "no checkpoint was written yet")
-            raise TrainingDiverged(
-                f"loss became {float(loss.detach()):.4g} at epoch {self.epoch + 1}, step {step + 1} "
-                f"(lr {self.optimizer.param_groups[0]['lr']:.4g}); stopped - {where}. "
-                "Try a lower --lr, --clip-grad 1.0, or --warmup.")
+        return dist.all_sum(bad, self.dist).item() == 0
+
+    def _diverged(self, what: str) -> TrainingDiverged:
+        where = (f"the last good checkpoint {self.out / 'last.pt'} (after epoch {self.epoch}) is kept"
+                 if self.out and self.epoch else "no checkpoint was written yet")
+        return TrainingDiverged(f"{what}; stopped - {where}. Try a lower --lr, --clip-grad 1.0, or --warmup.")
+
+    def _check_finite(self, loss: torch.Tensor, step: int) -> None:
+        if not self._all_finite(loss):
+            raise self._diverged(f"loss became {float(loss.detach()):.4g} at epoch {self.epoch + 1}, step {step + 1} "
+                                 f"(lr {self.optimizer.param_groups[0]['lr']:.4g})")
+
+    def _check_epoch_finite(self, train_loss: float, test_loss: float, lr: float) -> None:
+        """Before saving: the last step's update can blow the weights up after its (finite) loss was checked."""
+        losses = torch.tensor([train_loss, test_loss], dtype=torch.float64, device=self.device)
+        tensors = [t for t in self.net.state_dict().values() if t.is_floating_point()]
+        if not self._all_finite(losses, *tensors):
+            raise self._diverged(f"the weights or losses became NaN/inf in epoch {self.epoch + 1} (train loss "
+                                 f"{train_loss:.4g}, test loss {test_loss:.4g}, lr {lr:.4g})")
 
     def train_epoch(self) -> tuple[float, float]:
         """One pass over this rank's share of the data; returns (mean loss, accuracy) over all ranks."""
@@ -301,6 +315,7 @@ class Trainer:
             lr = self.optimizer.param_groups[0]["lr"]
             train_loss, train_acc = self.train_epoch()
             result = self.evaluate()
+            self._check_epoch_finite(train_loss, result.loss, lr)
             self.epoch += 1
             row = {"epoch": self.epoch, "train_loss": train_loss, "train_acc": train_acc,
                    "test_loss": result.loss, "test_acc": result.accuracy, "lr": lr,
