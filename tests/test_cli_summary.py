@@ -48,6 +48,8 @@ def test_table_file_uses_its_declared_input(tmp_path, capsys):
     (["resnet18", "--input", "1x1x64x64"], "forward pass of ResNet on an input of size 1x1x64x64 failed"),
     (["resnet18", "--depth", "-1"], "--depth must be >= 0"),
     (["missing_table.md"], "no such table file or model: 'missing_table.md'"),
+    (["resnet18", "--input", "1x3x99999999999x99999999999"], "more than the limit of 1,073,741,824"),
+    (["resnet18", "--input", "1x3x1000000x1000000"], "3,000,000,000,000 elements"),
 ])
 def test_errors_are_one_line_and_exit_2(capsys, argv, message):
     code, out, err = run(capsys, *argv)
@@ -74,3 +76,11 @@ def test_installed_console_script(tmp_path):
     bad = subprocess.run([str(script), "summary", "no_such_model"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().count("\n") == 0 and "unknown model 'no_such_model'" in bad.stderr
+
+
+def test_table_file_that_is_not_utf8_is_named(tmp_path, capsys):
+    path = tmp_path / "latin1.md"
+    path.write_bytes(SEED.replace("×", "x").replace("Operation", "Opération").encode("latin-1"))
+    code, out, err = run(capsys, str(path))
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert f"table file {str(path)!r} is not UTF-8 text" in err and "save it as UTF-8" in err

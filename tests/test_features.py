@@ -84,6 +84,21 @@ def test_bad_out_indices_are_value_errors(bad):
         rk.create_model("resnet18", features_only=True, out_indices=bad)
 
 
+@pytest.mark.parametrize("bad, kind", [((1.0,), "float"), (("1",), "str"), ((True,), "bool"), (2.0, "float")])
+def test_out_indices_of_a_wrong_type_say_so(bad, kind):
+    with pytest.raises(ValueError, match=rf"out_indices entry .* is a {kind}, not a whole number") as err:
+        rk.create_model("resnet18", features_only=True, out_indices=bad)
+    assert "out of range" not in str(err.value)
+
+
+def test_out_indices_take_any_integral_type():
+    np = pytest.importorskip("numpy")
+    for given in [(np.int64(1), torch.tensor(3)), np.array([1, 3]), [np.int32(-4), 3]]:
+        f = rk.create_model("resnet18", features_only=True, out_indices=given)
+        assert f.out_indices == (1, 3) and f.feature_info.channels() == [64, 256]
+    assert rk.create_model("resnet18", features_only=True, out_indices=np.int64(2)).out_indices == (2,)
+
+
 def test_out_indices_without_features_only_and_double_as_backbone_are_refused():
     with pytest.raises(ValueError, match="features_only"):
         rk.create_model("resnet18", out_indices=(1, 2))

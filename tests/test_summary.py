@@ -226,3 +226,112 @@ def open_seed():
 def test_golden_summary_printouts():
     assert_golden("summary_resnet18_depth2.txt", str(rk.summary(rk.create_model("resnet18"), (1, 3, 224, 224), 2)))
     assert_golden("summary_seed_table.txt", str(rk.summary(rk.from_table(open_seed()), (1, 3, 112, 112), 3)))
+
+
+# ------------------------------------------------------------------ MACs of functional code
+class _FunctionalConvNet(nn.Module):
+    """A user module whose forward calls F.conv2d / F.linear on its own parameters (no Conv2d or Linear)."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(8, 3, 3, 3))
+        self.fc_weight = nn.Parameter(torch.randn(10, 8 * 4 * 4))
+
+    def forward(self, x):
+        x = torch.relu(nn.functional.conv2d(x, self.weight, stride=2, padding=1))   # 8×4×4
+        return nn.functional.linear(x.flatten(1), self.fc_weight)
+
+
+def test_functional_conv_and_linear_are_counted_in_their_module():
+    model = nn.Sequential(_FunctionalConvNet(), nn.Linear(10, 5))
+    size = (2, 3, 8, 8)
+    r = rk.summary(model, size, depth=1)
+    own = 8 * 4 * 4 * 3 * 9 + 128 * 10
+    assert [row.macs for row in r.rows] == [own, 10 * 5]
+    assert r.total_macs == own + 50 == torch_counter_macs(model, size)
+    assert r.total_macs == fvcore_macs(model, size) // size[0]    # fvcore counts the whole batch
+
+
+class _Attention(nn.Module):
+    def __init__(self, batch_first):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(16, 4, batch_first=batch_first)
+
+    def forward(self, x):                                   # (N, 16, L) -> tokens
+        tokens = x.transpose(1, 2) if self.attn.batch_first else x.permute(2, 0, 1)
+        return self.attn(tokens, tokens, tokens)[0]
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_multihead_attention_projections_and_products_are_counted(batch_first):
+    """Its projections are functional (F.linear on in_proj_weight); batch_first=True in eval is torch's fused
+    fast path, which flop counters see as one opaque op: summary counts it like the regular path."""
+    model = _Attention(batch_first)
+    length, e = 12, 16
+    r = rk.summary(model, (2, e, length), depth=1)
+    expected = 3 * length * e * e + 2 * length * length * e + length * e * e   # qkv, q·kᵀ and ·v, out_proj
+    assert r.rows[0].macs == r.total_macs == expected
+    assert expected == torch_counter_macs(_Attention(False), (2, e, length))
+
+
+class _SDPA(nn.Module):
+    def forward(self, x):                                   # (N, heads, L, D): self-attention, fused
+        return nn.functional.scaled_dot_product_attention(x, x, x)
+
+
+class _ExplicitAttention(nn.Module):
+    def forward(self, x):                                   # the same product written out
+        return torch.softmax(x @ x.transpose(-2, -1) / x.shape[-1] ** 0.5, -1) @ x
+
+
+def test_fused_attention_counts_like_the_written_out_products():
+    size = (2, 3, 10, 8)
+    fused = rk.summary(_SDPA(), size).total_macs
+    assert fused == rk.summary(_ExplicitAttention(), size).total_macs == torch_counter_macs(_ExplicitAttention(), size)
+    assert fused == 2 * 3 * 10 * 10 * 8
+
+
+class _TwoNames(nn.Module):
+    """One conv registered under two names and called once: its MACs must appear once."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.alias = self.conv
+
+    def forward(self, x):
+        return self.alias(x)
+
+
+def test_module_registered_twice_is_counted_once():
+    r = rk.summary(_TwoNames(), (1, 3, 6, 6))
+    assert [row.macs for row in r.rows] == [4 * 4 * 4 * 3 * 9]
+    assert r.total_macs == torch_counter_macs(_TwoNames(), (1, 3, 6, 6))
+
+
+def test_units_line_says_what_is_counted():
+    text = str(rk.summary(nn.Linear(4, 2), (1, 4), depth=1))
+    assert "convolution, linear layer and matrix product" in text and "FLOPs = 2 × MACs" in text
+
+
+class _Twice(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.head = nn.Conv2d(3, 3, 1)
+
+    def forward(self, x):
+        return self.head(self.conv(self.conv(x)))
+
+
+def test_a_child_called_twice_is_one_stage():
+    r = rk.summary(_Twice(), (1, 3, 8, 8))
+    assert [s.name for s in r.stages] == ["conv", "head"]
+    assert r.stages[0].receptive_field == 5                 # its last call: two 3×3 convs
+
+
+@pytest.mark.parametrize("size", ["1x3x99999999999x99999999999", "1x3x1000000x1000000"])
+def test_huge_input_is_one_clear_error(size):
+    shape = tuple(int(s) for s in size.split("x"))
+    with pytest.raises(ValueError, match=r"more than the limit of 1,073,741,824; give a smaller input size"):
+        rk.summary(rk.create_model("resnet18"), shape)

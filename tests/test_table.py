@@ -100,6 +100,19 @@ def test_wrong_declared_channels_are_caught():
     (("Conv 5×5×64", "Conv 999×999×64"), r"row 1: Conv 999×999×64 on 3 channels would have 191,616,192 weights"),
     (("Max pool 3×3| 2      | 1 ", "Max pool 3×3| 2      | 2 "), r"row 2: .*padding 2 is more than half"),
     (("|          |\n| 28×28×64", "\n| 28×28×64"), r"row 2: has 4 cells but the header has 6 columns"),
+    (("Conv 5×5×64 | 2 ", "Conv 5×5×64 | ² "), r"row 1: Stride must be a whole number .*got '²'"),
+    (("Conv 5×5×64 | 2 ", "Conv 5×5×64 | ２ "), r"row 1: Stride must be a whole number"),
+    (("Conv 5×5×64 | 2      | 2 ", "Conv 5×5×64 | 2      | −2 "), r"row 1: Padding must be a whole number"),
+    (("Conv 5×5×64", "Conv ５×５×64"), r"row 1: unknown operation 'Conv ５×５×64'"),
+    (("| 112×112×3  |", "| 112×112×³  |"), r"row 1: input size '112×112×³' is malformed"),
+    (("Conv 5×5×64", "Conv 5×5×64 Groups=2×2"), r"row 1: Groups must be a whole number, got '2×2'"),
+    (("Conv 5×5×64 | 2 ", "Conv 5×5×64 | 99999999999999999999999 "),
+     r"row 1: Stride must be at most 65,536, got '99999999999999999999999'"),
+    (("Conv 5×5×64 | 2      | 2 ", "Conv 5×5×64 | 2      | 99999999999999 "),
+     r"row 1: Padding must be at most 65,536, got '99999999999999'"),
+    (("Conv 1×1×128 Stride=2", "Conv 1×1×128 Stride=99999999999"), r"row 3: Stride must be at most 65,536"),
+    (("Conv 5×5×64", "Conv 5×5×64 Dilation=100000"), r"row 1: Dilation must be at most 65,536"),
+    (("Max pool 3×3", "Max pool 3×99999999"), r"row 2: 'Max pool 3×99999999': a kernel larger than 65,536"),
 ])
 def test_mistakes_are_table_errors_naming_the_row(change, message):
     old, new = change
@@ -124,8 +137,11 @@ CELL = st.one_of(
     st.sampled_from(["", "1", "2", "0", "3×3", "x", "-1", "BN", "ReLU", "BN, ReLU", "Identity", "Conv 1×1×8",
                      "Conv 1×1×8 Stride=2", "Conv 3x3x8", "Max pool 2×2", "Avg pool 3×3", "Global avg pool",
                      "FC 4", "8×8×3", "4×4×8", "Conv 0×0×0", "Conv 3×3×8 Groups=3", "Stride=", "Ceil", "||",
-                     "Conv 3×3×99999999", "Max pool 9×9 Ceil", "Conv 3×3×8 Dilation=2", "1e3", "∞"]),
-    st.text(alphabet="Conv MaxpolAg×x0123456789=,|SdeBNRLU \t-", max_size=24),
+                     "Conv 3×3×99999999", "Max pool 9×9 Ceil", "Conv 3×3×8 Dilation=2", "1e3", "∞",
+                     "²", "３", "−1", "Conv ３×３×8", "8×8×³", "Conv 3×3×8 Groups=2×2", "FC 4", "BN",
+                     "99999999999999999999999", "Conv 3×3×8 Stride=99999999999", "4"]),
+    # besides ASCII: digits that str.isdigit() or \d take but int() rejects or tables never write
+    st.text(alphabet="Conv MaxpolAg×x0123456789=,|SdeBNRLU \t-²³¹３٣−", max_size=24),
 )
 HEADER = "| Input size | Operation | Stride | Padding | Shortcut | After |"
 
@@ -134,7 +150,10 @@ HEADER = "| Input size | Operation | Stride | Padding | Shortcut | After |"
 @given(rows=st.lists(st.lists(CELL, min_size=5, max_size=7), min_size=0, max_size=4),
        header=st.sampled_from([HEADER, HEADER.replace("After", "Aftr"), "| Operation | Input size |", ""]))
 def test_random_malformed_tables_raise_only_table_error(rows, header):
-    text = "\n".join([header] + ["| " + " | ".join(r) + " |" for r in rows])
+    _builds_and_runs_or_table_error("\n".join([header] + ["| " + " | ".join(r) + " |" for r in rows]))
+
+
+def _builds_and_runs_or_table_error(text):
     try:
         net = rk.from_table(text)
     except rk.TableError:
@@ -145,6 +164,32 @@ def test_random_malformed_tables_raise_only_table_error(rows, header):
         with torch.no_grad():
             out = net.eval()(torch.zeros(size))
         assert tuple(out.shape[1:]) == net.output_size
+
+
+SMALL = [["8×8×3", "Conv 3×3×8", "1", "1", "", "BN, ReLU"],
+         ["8×8×8", "Conv 3×3×8", "2", "1", "Conv 1×1×8 Stride=2", "BN, ReLU"],
+         ["4×4×8", "Max pool 2×2", "2", "", "", ""],
+         ["2×2×8", "Global avg pool", "", "", "", ""],
+         ["8", "FC 4", "", "", "", "BN"]]
+# number-like cells: ASCII digits mixed with ones str.isdigit() or \d accept ('²', '３', '٣') and a unicode minus
+NUMBERISH = st.text(alphabet="0123456789²³¹３٣−-×x ", min_size=1, max_size=8)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(row=st.integers(0, len(SMALL) - 1), col=st.integers(0, 5), cell=st.one_of(CELL, NUMBERISH))
+def test_one_bad_cell_in_a_valid_table_raises_only_table_error(row, col, cell):
+    """Every row before the changed cell is valid, so the parser really reaches it (a random table rarely does)."""
+    rows = [list(r) for r in SMALL]
+    rows[row][col] = cell
+    _builds_and_runs_or_table_error("\n".join([HEADER] + ["| " + " | ".join(r) + " |" for r in rows]))
+
+
+def test_bn_after_an_fc_row_normalises_its_features_and_runs():
+    net = rk.from_table(f"{HEADER}\n| 4 | FC 2 | | | | BN |\n| 2 | FC 3 | | | | BN, ReLU |")
+    assert [type(m) for m in net.row1] == [nn.Linear, nn.BatchNorm1d]
+    assert tuple(net.train()(torch.randn(5, 4)).shape) == (5, 3)
+    assert tuple(net.eval()(torch.zeros(1, 4)).shape) == (1, 3) and net.output_size == (3,)
+    assert "BN" in rk.to_table(net, (1, 4))
 
 
 @settings(max_examples=60, deadline=None)
@@ -195,6 +240,10 @@ def test_to_table_renders_residual_units_as_one_row():
     assert len(lines) == 1 + 2 + 8 + 1        # header, stem conv + max pool, 8 BasicBlocks, FC
     assert "Conv 1×1×128 Stride=2, BN" in lines[5]
     assert "Identity" in lines[4]
+    # conv1 → bn1 → relu → conv2 → bn2, + shortcut, → relu: the inner BN and ReLU are written, the last
+    # conv's BN and the ReLU after the addition are the After cell (as for a one-conv residual row)
+    assert "| BasicBlock: Conv 3×3×64 Padding=1 + BN, ReLU → Conv 3×3×64 Padding=1 " in lines[3]
+    assert lines[3].rstrip(" |").endswith("| BN, ReLU")
     assert_golden("to_table_resnet18.txt", text)
     with pytest.raises(rk.TableError, match="unknown operation 'BasicBlock: "):
         rk.from_table(text)

@@ -278,12 +278,13 @@ class _WritesMarker:
         return (Path.touch, (Path(self.marker),))
 
 
-@pytest.mark.parametrize("how", ["torch.save", "pickle.dump", "named .safetensors"])
+@pytest.mark.parametrize("how", ["torch.save", "pickle.dump", "pickle.dump protocol 4", "named .safetensors"])
 def test_malicious_pickle_is_refused_and_never_runs(tmp_path, how):
     marker = tmp_path / "pwned"
     path = tmp_path / ("evil.safetensors" if how == "named .safetensors" else "evil.pth")
-    if how == "pickle.dump":  # no tensor inside: the marker object is the only thing refused
-        path.write_bytes(pickle.dumps({"state_dict": {}, "meta": _WritesMarker(str(marker))}, protocol=2))
+    if how.startswith("pickle.dump"):  # no tensor inside: the marker object is the only thing refused
+        protocol = 4 if how.endswith("4") else 2   # 4: Python's default, which torch's safe loader cannot read
+        path.write_bytes(pickle.dumps({"state_dict": {}, "meta": _WritesMarker(str(marker))}, protocol=protocol))
     else:
         torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}, "meta": _WritesMarker(str(marker))}, path)
     with pytest.raises(WeightsError) as err:
@@ -312,6 +313,29 @@ def _bad_files(tmp_path: Path) -> dict[str, Path]:
     paths["dict of strings"] = tmp_path / "strings.pt"
     torch.save({"model": {"conv1.weight": "oops"}}, paths["dict of strings"])
     return paths
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_corrupt_pickle_is_called_corrupt_not_refused(tmp_path, seed):
+    """Damage makes torch's safe unpickler trip on an unknown opcode or memo key: that is no code to refuse."""
+    import random
+    path = tmp_path / "damaged.pth"
+    path.write_bytes(b"\x80\x02" + random.Random(seed).randbytes(256))
+    with pytest.raises(WeightsError) as err:
+        rk.load_weights(rk.create_model("resnet18"), path)
+    assert str(path) in str(err.value) and "truncated or corrupt" in str(err.value)
+    assert "refused" not in str(err.value) and "run code" not in str(err.value)
+
+
+def test_blocked_module_global_is_refused(tmp_path):
+    class _CallsSystem:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    path = tmp_path / "system.pth"
+    path.write_bytes(pickle.dumps({"state_dict": _CallsSystem()}, protocol=2))
+    with pytest.raises(WeightsError, match=r"was refused: .*GLOBAL (posix|nt)\.system whose module .* is blocked\)"):
+        rk.load_weights(rk.create_model("resnet18"), path)
 
 
 def test_files_that_are_not_checkpoints_give_clear_errors(tmp_path):

@@ -5,7 +5,9 @@ runs at reduction 2^(i+1) (the FPN convention; index 0 = stem/C1, 1-4 = C2-C5).
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+import operator
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 
 class FeatureInfo(list):
@@ -27,20 +29,35 @@ class FeatureInfo(list):
         return FeatureInfo(self[i] for i in indices)
 
 
+def _as_index(value: Any) -> int | None:
+    """``value`` as a level number: any integral type (int, numpy, 0-d tensor); None for bool, 1.0, "1"."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
 def check_out_indices(out_indices: Sequence[int] | None, num_levels: int, model_name: str = "model") -> tuple[int, ...]:
     """Normalise ``out_indices`` (default: all levels; negative counts from the end)."""
     if out_indices is None:
         return tuple(range(num_levels))
-    if isinstance(out_indices, int):
-        out_indices = (out_indices,)
+    if isinstance(out_indices, str) or not isinstance(out_indices, Iterable) or _as_index(out_indices) is not None:
+        out_indices = (out_indices,)  # a single level
+    out_indices = tuple(out_indices)
     if len(out_indices) == 0:
         raise ValueError(f"out_indices is empty; {model_name} has levels 0..{num_levels - 1} (default: all)")
     result = []
     for i in out_indices:
-        if isinstance(i, bool) or not isinstance(i, int) or not -num_levels <= i < num_levels:
+        index = _as_index(i)
+        if index is None:
+            raise ValueError(f"out_indices entry {i!r} is a {type(i).__name__}, not a whole number; give level "
+                             f"numbers such as (1, 2, 3, 4) ({model_name} has levels 0..{num_levels - 1})")
+        if not -num_levels <= index < num_levels:
             raise ValueError(f"out_indices entry {i!r} is out of range for {model_name}, which has "
                              f"{num_levels} feature levels (valid: 0..{num_levels - 1})")
-        result.append(i % num_levels)
+        result.append(index % num_levels)
     if len(set(result)) != len(result):
         raise ValueError(f"out_indices {tuple(out_indices)} repeats a level")
     return tuple(sorted(result))

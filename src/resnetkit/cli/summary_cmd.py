@@ -29,7 +29,12 @@ def load_target(target: str):
 
     path = Path(target)
     if path.is_file():
-        return from_table(path.read_text(encoding="utf-8"))
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:  # the codec's message alone does not say which file
+            raise ValueError(f"table file {target!r} is not UTF-8 text ({e.reason} at byte {e.start}); "
+                             "save it as UTF-8") from e
+        return from_table(text)
     if target not in list_models() and (path.suffix or "/" in target):
         raise FileNotFoundError(f"no such table file or model: {target!r}")
     return create_model(target)

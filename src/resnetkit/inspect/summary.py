@@ -9,8 +9,9 @@ from torch import nn
 
 from .trace import Trace, trace
 
-UNITS_LINE = ("MACs = multiply-accumulates of conv and linear layers for ONE image (batch excluded); "
-              "FLOPs = 2 × MACs.")
+UNITS_LINE = ("MACs = multiply-accumulates for ONE image (batch excluded) of every convolution, linear layer and "
+              "matrix product the forward pass runs (functional calls and attention included; norms, "
+              "activations and biases not counted); FLOPs = 2 × MACs.")
 
 
 @dataclass
@@ -74,7 +75,8 @@ def stage_ends(tr: Trace) -> list[tuple[str, str]]:
     levels = getattr(tr.model, "_all_levels", None) or getattr(tr.model, "feature_info", None)
     if levels and all(isinstance(lv, dict) and "module" in lv for lv in levels):
         return [(f"level {i}", lv["module"]) for i, lv in enumerate(levels)]
-    return [(c.name, c.name) for c in tr.calls if c.depth == 1]
+    names = dict.fromkeys(c.name for c in tr.calls if c.depth == 1)  # a child called twice is one stage
+    return [(n, n) for n in names]
 
 
 class SummaryReport:
@@ -184,9 +186,9 @@ def summary(model: nn.Module, input_size: Sequence[int] | None = None, depth: in
 
     ``input_size`` includes the batch, e.g. ``(1, 3, 224, 224)`` (default: the
     model's ``default_input_size`` with batch 1, else 1×3×224×224). Each row shows
-    a module call's output shape, the parameters of its subtree and the conv +
-    linear MACs per image it ran; deeper layers are folded into their shown
-    parent. Shared modules count their parameters once and their MACs per call.
+    a module call's output shape, the parameters of its subtree and the MACs
+    per image of the convolutions and matrix products it ran (functional ones
+    included); deeper layers are folded into their shown parent. Shared modules count their parameters once and their MACs per call.
     Totals: parameters (all/trainable), MACs and FLOPs (= 2 × MACs), activation
     memory, and the stride and receptive field at the end of each stage.
 

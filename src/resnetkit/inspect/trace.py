@@ -1,10 +1,14 @@
 """One forward pass with hooks, recorded once for ``summary``, ``explain`` and ``to_table``.
 
 Every module call becomes a :class:`Call` in the order the calls *start*, with
-its nesting, input and output shapes, its own multiply-accumulates (conv and
-linear leaves only, per image) and the total of everything it ran. A module
-called twice (shared, or reused like torchvision's one ``relu`` per block)
-gives two calls: MACs are counted per call, parameters once per module.
+its nesting, input and output shapes, its own multiply-accumulates (per image)
+and the total of everything it ran. MACs come from the aten ops the pass really
+executes (convolutions, matrix products, fused attention: FLOPs ÷ 2 by
+``torch.utils.flop_counter``'s formulas), each credited to the innermost module
+call running it, so ``F.conv2d`` in a user's ``forward`` or the functional
+projections of ``nn.MultiheadAttention`` count too. A module called twice
+(shared, or reused like torchvision's one ``relu`` per block) gives two calls:
+MACs are counted per call, parameters once per module.
 
 Receptive fields are followed tensor by tensor: each conv/pool output gets
 ``r_out = r_in + d·(k−1)·j_in`` and jump ``j_out = j_in·s``. Tensors made
@@ -23,10 +27,22 @@ import torch
 from torch import nn
 from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 from torch.nn.modules.pooling import _AdaptiveAvgPoolNd, _AdaptiveMaxPoolNd, _AvgPoolNd, _MaxPoolNd
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 # (jump, receptive field) per spatial axis
 Field = tuple[tuple[int, int], ...]
 ADAPTIVE = (_AdaptiveAvgPoolNd, _AdaptiveMaxPoolNd)
+# Larger inputs are typos (4 GiB of float32 before the first layer): refuse them before allocating.
+MAX_INPUT_ELEMENTS = 2 ** 30
+
+_aten = torch.ops.aten
+# torch's FLOP formulas per aten op; its table lacks the CPU kernel of fused attention, which takes
+# the same (query, key, value) as the flash kernel, so it gets that formula.
+FLOP_FORMULAS = dict(flop_registry)
+if hasattr(_aten, "_scaled_dot_product_flash_attention_for_cpu"):
+    FLOP_FORMULAS[_aten._scaled_dot_product_flash_attention_for_cpu] = \
+        flop_registry[_aten._scaled_dot_product_flash_attention]
 
 
 @dataclass
@@ -41,7 +57,7 @@ class Call:
     in_shape: tuple[int, ...] | None
     repeat: bool                    # the module was called before: its parameters are counted there
     out_shape: Any = None           # a shape tuple, or a list/dict of them
-    macs: int = 0                   # own conv/linear MACs per image (leaves only)
+    macs: int = 0                   # MACs per image of the ops run by this call itself, not its children
     total_macs: int = 0             # own + everything called inside, per image
     out_bytes: int = 0
     field: Field | None = None      # receptive field of the output, per axis
@@ -104,25 +120,26 @@ def _ntuple(v: Any, n: int) -> tuple[int, ...]:
     return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
 
 
-def conv_linear_macs(module: nn.Module, inp: torch.Tensor | None, out: Any, batch: int) -> int:
-    """Multiply-accumulates of one conv/linear call for one image (the papers' convention).
+class _MacCounter(TorchDispatchMode):
+    """Hands the MACs (FLOPs ÷ 2) of every aten op that has a FLOP formula to ``credit``.
 
-    A conv output element costs ``in_channels/groups · kernel area`` MACs, so a
-    depthwise conv costs ``kernel area`` per element; a transposed conv spreads
-    each *input* element over ``out_channels/groups · kernel area`` outputs;
-    biases are not counted (neither do fvcore nor the papers).
+    Sees the ops the forward pass really runs, functional or not. A depthwise
+    conv costs its kernel area per output element, a transposed one
+    ``out_channels/groups · kernel area`` per *input* element; biases, norms
+    and activations are not counted (neither do fvcore nor the papers).
     """
-    if not isinstance(out, torch.Tensor):
-        return 0
-    if isinstance(module, _ConvTransposeNd) and inp is not None:
-        return inp.numel() // batch * (module.out_channels // module.groups) * math.prod(module.kernel_size)
-    if isinstance(module, _ConvNd):
-        return out.numel() // batch * (module.in_channels // module.groups) * math.prod(module.kernel_size)
-    if isinstance(module, nn.Linear):
-        return out.numel() // batch * module.in_features
-    if isinstance(module, nn.Bilinear):
-        return out.numel() // batch * module.in1_features * module.in2_features
-    return 0
+
+    def __init__(self, credit: Any) -> None:
+        super().__init__()
+        self.credit = credit
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = FLOP_FORMULAS.get(getattr(func, "_overloadpacket", None))
+        if formula is not None:
+            self.credit(formula(*args, **kwargs, out_val=out) // 2)
+        return out
 
 
 def shapes_of(value: Any) -> Any:
@@ -185,8 +202,10 @@ def trace(model: nn.Module, input_size: Sequence[int] | None = None,
     """Run ``model`` once (eval mode, no grad) on zeros of ``input_size`` and record every call.
 
     ``input_size`` includes the batch, e.g. ``(1, 3, 224, 224)``. The model's
-    train/eval flags are restored afterwards. A forward pass that fails (wrong
-    channel count, input too small) raises ``ValueError`` naming the input.
+    train/eval flags are restored afterwards. An input of more than
+    ``MAX_INPUT_ELEMENTS`` elements, one that cannot be allocated, or a forward
+    pass that fails (wrong channel count, input too small) raises
+    ``ValueError`` naming the input.
     """
     if input_data is None:
         if input_size is None:
@@ -194,11 +213,19 @@ def trace(model: nn.Module, input_size: Sequence[int] | None = None,
         size = tuple(int(s) for s in input_size)
         if len(size) < 2 or min(size) < 1:
             raise ValueError(f"input_size must be (N, C, ...) with positive sizes, got {tuple(input_size)}")
+        text = "x".join(map(str, size))
+        if math.prod(size) > MAX_INPUT_ELEMENTS:
+            raise ValueError(f"an input of size {text} has {math.prod(size):,} elements, more than the limit of "
+                             f"{MAX_INPUT_ELEMENTS:,}; give a smaller input size, e.g. 1x3x224x224")
         ref = next(iter(model.parameters()), None)
         ref = ref if ref is not None else next(iter(model.buffers()), None)
         kw = {"device": ref.device} if ref is not None else {}
         dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
-        input_data = torch.zeros(size, dtype=dtype, **kw)
+        try:
+            input_data = torch.zeros(size, dtype=dtype, **kw)
+        except (RuntimeError, MemoryError) as e:  # out of (device) memory below the cap
+            raise ValueError(f"cannot allocate an input of size {text}: out of memory; give a smaller "
+                             "input size") from e
     result = Trace(model, tuple(input_data.shape))
     batch = result.batch
     names = {id(m): n for n, m in model.named_modules()}
@@ -206,6 +233,12 @@ def trace(model: nn.Module, input_size: Sequence[int] | None = None,
     stack: list[tuple[Call, int]] = []
     fields = _FieldTracker()
     fields.put(input_data, tuple((1, 1) for _ in input_data.shape[2:]))
+    raw_macs: dict[int, int] = {}  # call index -> MACs of the whole batch run by that call itself
+
+    def credit(macs: int) -> None:
+        if stack:  # the innermost open call ran the op
+            index = stack[-1][0].index
+            raw_macs[index] = raw_macs.get(index, 0) + macs
 
     def pre(module: nn.Module, args: tuple) -> None:
         inputs = tensors_in(args)
@@ -220,8 +253,8 @@ def trace(model: nn.Module, input_size: Sequence[int] | None = None,
         call, since = stack.pop()
         inputs, outputs = tensors_in(args), tensors_in(output)
         call.out_shape = shapes_of(output)
+        call.macs = raw_macs.pop(call.index, 0) // batch
         if call.leaf:
-            call.macs = conv_linear_macs(module, inputs[0] if inputs else None, output, batch)
             call.out_bytes = sum(t.numel() * t.element_size() for t in outputs)
         call.total_macs += call.macs
         if stack:
@@ -243,15 +276,20 @@ def trace(model: nn.Module, input_size: Sequence[int] | None = None,
     for m in {id(m): m for m in model.modules()}.values():
         handles.append(m.register_forward_pre_hook(pre))
         handles.append(m.register_forward_hook(post))
+    # MultiheadAttention's eval fast path is one fused op without a FLOP formula; the regular path
+    # computes the same result through counted matrix products
+    fastpath = torch.backends.mha.get_fastpath_enabled()
     try:
         model.eval()
-        with torch.no_grad():
+        torch.backends.mha.set_fastpath_enabled(False)
+        with torch.no_grad(), _MacCounter(credit):
             out = model(input_data)
-    except (RuntimeError, ValueError, TypeError, IndexError) as e:
+    except (RuntimeError, ValueError, TypeError, IndexError, MemoryError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"the forward pass of {type(model).__name__} on an input of size "
                          f"{'x'.join(map(str, input_data.shape))} failed: {first}") from e
     finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
         for h in handles:
             h.remove()
         for m, flag in flags.items():

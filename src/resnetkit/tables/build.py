@@ -29,14 +29,17 @@ def _layer(op: Op, in_shape: Shape) -> nn.Module:
             n_in *= s
         return nn.Sequential(nn.Flatten(), nn.Linear(n_in, op.out)) if len(in_shape) > 1 else nn.Linear(n_in, op.out)
     if op.kind == "bn":
-        return nn.BatchNorm2d(in_shape[0])
+        return _norm(in_shape)
     return nn.Identity()
 
 
-def _after(word: str, channels: int) -> nn.Module:
-    if word == "BN":
-        return nn.BatchNorm2d(channels)
-    return AFTER_LAYERS[word]()
+def _norm(shape: Shape) -> nn.Module:
+    """BN over a map's channels, or over a vector's features (after an FC row BatchNorm2d would fail)."""
+    return nn.BatchNorm2d(shape[0]) if len(shape) == 3 else nn.BatchNorm1d(shape[0])
+
+
+def _after(word: str, shape: Shape) -> nn.Module:
+    return _norm(shape) if word == "BN" else AFTER_LAYERS[word]()
 
 
 class TableResidual(Block):
@@ -59,8 +62,7 @@ class TableResidual(Block):
 
 def build_row(spec: RowSpec) -> nn.Module:
     """The module of one checked row (a ``TableResidual`` when the row has a shortcut)."""
-    channels = spec.out_shape[0]
-    layers = [_layer(spec.op, spec.in_shape)] + [_after(w, channels) for w in spec.after]
+    layers = [_layer(spec.op, spec.in_shape)] + [_after(w, spec.out_shape) for w in spec.after]
     if spec.shortcut is None:
         return nn.Sequential(*layers)
     first_act = next((i + 1 for i, w in enumerate(spec.after) if w != "BN"), len(layers))

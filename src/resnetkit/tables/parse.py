@@ -17,6 +17,7 @@ from .errors import TableError
 Shape = tuple[int, ...]          # (C, H, W) for maps, (F,) for vectors
 MAX_LAYER_PARAMS = 2 ** 27       # 134 M weights (VGG's fc6 has 103 M): more is a typo, and 0.5 GB of float32
 MAX_CHANNELS = 2 ** 20           # likewise for a channel count (a BN over it is built without a weight check)
+MAX_WINDOW = 2 ** 16             # kernel, stride, padding, dilation: more is a typo that overflows in forward
 
 COLUMNS = {"input size": "input", "input": "input", "operation": "op", "op": "op", "layer": "op",
            "stride": "stride", "padding": "padding", "pad": "padding", "shortcut": "shortcut",
@@ -25,12 +26,13 @@ COLUMN_TITLES = ["Input size", "Operation", "Stride", "Padding", "Shortcut", "Af
 OP_FORMS = ("Conv K×K×C, Max pool K×K, Avg pool K×K, Global avg pool, Global max pool, FC N "
             "(options: Stride=s Padding=p Groups=g Dilation=d Ceil)")
 _X = r"\s*[×xX]\s*"
-_CONV = re.compile(rf"^conv\s*(\d+){_X}(\d+){_X}(\d+)(?P<rest>.*)$", re.I)
-_POOL = re.compile(rf"^(max|avg|average)\s*-?\s*pool(?:ing)?\s*(\d+){_X}(\d+)(?P<rest>.*)$", re.I)
+_N = "[0-9]+"  # ASCII only: str.isdigit() takes '²' (int() then fails) and \d takes '３'; tables write 0-9
+_CONV = re.compile(rf"^conv\s*({_N}){_X}({_N}){_X}({_N})(?P<rest>.*)$", re.I)
+_POOL = re.compile(rf"^(max|avg|average)\s*-?\s*pool(?:ing)?\s*({_N}){_X}({_N})(?P<rest>.*)$", re.I)
 _GLOBAL = re.compile(r"^global\s*(avg|average|max)\s*-?\s*pool(?:ing)?$", re.I)
-_FC = re.compile(r"^(?:fc|linear|dense)\s*(\d+)$", re.I)
-_OPTION = re.compile(rf"(\w+)\s*=\s*(\d+(?:{_X}\d+)?)|(\w+)", re.I)
-_SIZE = re.compile(rf"^\d+(?:{_X}\d+)*$")
+_FC = re.compile(rf"^(?:fc|linear|dense)\s*({_N})$", re.I)
+_OPTION = re.compile(rf"(\w+)\s*=\s*({_N}(?:{_X}{_N})?)|(\w+)", re.I)
+_SIZE = re.compile(rf"^{_N}(?:{_X}{_N})*$")
 _AFTER = {k.lower(): k for k in AFTER_LAYERS} | {"batchnorm": "BN", "swish": "SiLU"}
 
 
@@ -67,13 +69,17 @@ def fmt_size(shape: Shape) -> str:
     return "×".join(map(str, (*shape[1:], shape[0]))) if len(shape) == 3 else "×".join(map(str, shape))
 
 
-def _pair(text: str, what: str, row: int, minimum: int) -> tuple[int, int]:
-    parts = [p for p in re.split(_X, text.strip())]
-    if not all(p.isdigit() for p in parts) or len(parts) not in (1, 2):
-        raise TableError(f"{what} must be a whole number (or a×b), got {text!r}", row)
+def _pair(text: str, what: str, row: int, minimum: int, maximum: int = MAX_WINDOW,
+          pairs: bool = True) -> tuple[int, int]:
+    """A cell or option value ``n`` (or ``a×b`` when ``pairs``) within [minimum, maximum], as (a, b)."""
+    parts = re.split(_X, text.strip())
+    if not all(re.fullmatch(_N, p) for p in parts) or len(parts) not in ((1, 2) if pairs else (1,)):
+        raise TableError(f"{what} must be a whole number{' (or a×b)' if pairs else ''}, got {text!r}", row)
     vals = tuple(int(p) for p in parts) * (3 - len(parts))
     if min(vals) < minimum:
         raise TableError(f"{what} must be at least {minimum}, got {text!r}", row)
+    if max(vals) > maximum:
+        raise TableError(f"{what} must be at most {maximum:,}, got {text!r}", row)
     return vals[0], vals[1]
 
 
@@ -105,7 +111,8 @@ def parse_op(text: str, row: int, where: str = "Operation") -> Op:
     if m := _CONV.match(t):
         kh, kw, c = int(m[1]), int(m[2]), int(m[3])
         opts = _options(m["rest"], {"stride", "padding", "groups", "dilation"}, row, t)
-        op = Op("conv", t, out=c, kernel=(kh, kw), groups=int(opts.get("groups", 1)))
+        op = Op("conv", t, out=c, kernel=(kh, kw),
+                groups=_pair(opts.get("groups", "1"), "Groups", row, 1, MAX_CHANNELS, pairs=False)[0])
     elif m := _POOL.match(t):
         opts = _options(m["rest"], {"stride", "padding", "ceil"}, row, t)
         op = Op("maxpool" if m[1].lower() == "max" else "avgpool", t, kernel=(int(m[2]), int(m[3])),
@@ -125,6 +132,8 @@ def parse_op(text: str, row: int, where: str = "Operation") -> Op:
         raise TableError(f"{t!r}: kernel sizes, channels and groups must be at least 1", row)
     if op.out > MAX_CHANNELS:
         raise TableError(f"{t!r}: more than {MAX_CHANNELS:,} channels", row)
+    if max(op.kernel) > MAX_WINDOW:
+        raise TableError(f"{t!r}: a kernel larger than {MAX_WINDOW:,}", row)
     changes = {}
     for key in ("stride", "padding", "dilation"):
         if key in opts:

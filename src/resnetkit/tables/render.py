@@ -83,7 +83,11 @@ def _unit_row(c: Call, tr: Trace) -> _Row:
         row = _layer_row(segments[0][0])
         row.input, row.shortcut, row.after = _size(c.in_shape), shortcut, [w for w in segments[0][1] if w != "SE"]
         return row
-    ops = " → ".join(op_words(d.module, with_stride=True) + (" + SE" if "SE" in a else "") for d, a in segments)
+    # The After cell holds what follows the unit's last conv (BN before the addition, the activation
+    # after it); the norms, activations and SE that follow inner convs are written after each one.
+    inner = [", ".join(a) for _, a in segments[:-1]] + ["SE" if "SE" in a else "" for _, a in segments[-1:]]
+    ops = " → ".join(op_words(d.module, with_stride=True) + (f" + {w}" if w else "")
+                     for (d, _), w in zip(segments, inner))
     stride = 1
     for d, _ in segments:
         stride *= window_params(d.module)[0][1]
@@ -131,8 +135,9 @@ def to_table(model: nn.Module, input_size: Sequence[int] | None = None) -> str:
     residual unit (a resnetkit ``Block`` or any module with a ``downsample`` /
     ``shortcut``): a unit with a single conv reads exactly like a table row
     (so ``from_table(to_table(m))`` rebuilds a plain or table-built net with the
-    same shapes); a deeper unit lists its convs as ``Bottleneck: Conv 1×1×64 →
-    ...`` with its overall stride, which ``from_table`` does not build.
+    same shapes); a deeper unit lists its convs, each inner one with the norms and
+    activations after it, as ``Bottleneck: Conv 1×1×64 + BN, ReLU → ...`` with its
+    overall stride, which ``from_table`` does not build.
     """
     if input_size is None:
         input_size = (1, *getattr(model, "default_input_size", (3, 224, 224)))

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickletools
 import struct
+import warnings
 from collections.abc import Mapping
 from contextlib import nullcontext
 from pathlib import Path
@@ -71,25 +73,56 @@ def _allow_trusted_plain_types():  # noqa: ANN202
     return safe([argparse.Namespace]) if safe else nullcontext()
 
 
+# torch's weights_only unpickler names a global it will not import in these messages; only those mean
+# the file wants to run code. Its other complaints (an unknown opcode, a bad memo key) are damage.
+_DISALLOWED = ("Unsupported global", "is blocked")
+
+
+def _unpickler_reason(msg: str) -> str:
+    """torch's own reason from a ``torch.load`` error, without its boilerplate and allow-list advice."""
+    lines = [ln.strip() for ln in msg.splitlines() if ln.strip()]
+    reason = next((ln for ln in lines if any(d in ln for d in _DISALLOWED)), None)
+    if reason is None and "WeightsUnpickler error:" in msg:  # the unpickler's words follow this marker
+        reason = next((ln.strip() for ln in msg.split("WeightsUnpickler error:", 1)[1].splitlines() if ln.strip()),
+                      None)
+    reason = reason or (lines[0] if lines else "no detail")
+    return reason.split("WeightsUnpickler error:")[-1].split(". Please")[0].strip().rstrip(".")
+
+
+def _complete_pickle(path: Path) -> int | None:
+    """The protocol of a well-formed pickle of protocol >= 4 (torch's safe loader reads only 2 and 3)."""
+    try:
+        with path.open("rb") as f:
+            ops = pickletools.genops(f)
+            first = next(ops)
+            if first[0].name != "PROTO" or first[1] < 4:
+                return None
+            for _ in ops:  # raises on damage; stops at the pickle's STOP
+                pass
+            return first[1]
+    except Exception:  # noqa: BLE001 - any failure to parse means "not a complete pickle"
+        return None
+
+
 def _torch_load(path: Path) -> Any:
     try:
         # a file object, not the path: newer torch.load picks a reader from the suffix, we sniffed the bytes
-        with _allow_trusted_plain_types(), path.open("rb") as f:
+        with _allow_trusted_plain_types(), path.open("rb") as f, warnings.catch_warnings():
+            # torch warns before failing on protocol >= 4; the error below says it better
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
             return torch.load(f, map_location="cpu", weights_only=True)
     except Exception as e:  # zip, pickle and allow-list failures all mean "not loadable"
-        msg = str(e)
-        if "Weights only load failed" in msg:
-            # keep torch's "Unsupported global: GLOBAL x" but not its advice to allow-list x
-            line = next((ln for ln in msg.splitlines() if "Unsupported" in ln), "a global outside the allow-list")
-            why = line.split("error:", 1)[-1].split(". Please")[0].strip()
-            raise WeightsError(
-                f"{path} was refused: unpickling it would run code that is not plain tensors or containers "
-                f"({why}). resnetkit only loads pickles with weights_only=True. If you trust the file, extract "
-                "its tensors yourself (torch.load(path, weights_only=False)) and save them with "
-                "resnetkit.save_weights().") from e
-        detail = msg.splitlines()[0].split(". ")[0] if msg else "no detail"
+        why = _unpickler_reason(str(e))
+        advice = ("resnetkit only loads pickles with weights_only=True. If you trust the file, extract its tensors "
+                  "yourself (torch.load(path, weights_only=False)) and save them with resnetkit.save_weights().")
+        if any(d in why for d in _DISALLOWED):
+            raise WeightsError(f"{path} was refused: unpickling it would run code that is not plain tensors or "
+                               f"containers ({why}). {advice}") from e
+        if protocol := _complete_pickle(path):
+            raise WeightsError(f"{path} was refused: it is a pickle of protocol {protocol}, which the weights_only "
+                               f"loader cannot check for code (torch.save writes protocol 2). {advice}") from e
         raise WeightsError(f"{path} is truncated or corrupt and cannot be read as a PyTorch checkpoint "
-                           f"({type(e).__name__}: {detail})") from e
+                           f"({type(e).__name__}: {why})") from e
 
 
 def _safetensors_load(path: Path) -> dict[str, torch.Tensor]:
