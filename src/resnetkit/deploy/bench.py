@@ -22,31 +22,10 @@ Runner = Callable[[torch.Tensor], Any]
 
 # ------------------------------------------------------------------ counting
 def count_macs(model: nn.Module, input_size: Sequence[int]) -> int:
-    """Multiply-accumulates of the conv and linear layers for ONE image (paper convention).
+    """Multiply-accumulates for ONE image (paper convention; ResNet-50 at 224×224: 4.09 G), from ``summary``."""
+    from ..inspect import summary
 
-    A minimal hook-based count (each leaf call counted once); ResNet-50 at
-    224×224 gives 4.09 G. Kept here so the bench needs nothing else.
-    """
-    total = 0
-
-    def hook(mod: nn.Module, _inp: Any, out: torch.Tensor) -> None:
-        nonlocal total
-        per_image = out.numel() // out.shape[0]
-        if isinstance(mod, nn.modules.conv._ConvNd):
-            k = mod.weight[0].numel()  # in_channels/groups × kernel area
-            total += per_image * k
-        else:
-            total += per_image * mod.in_features
-
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
-    try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, *input_size[1:]))
-    finally:
-        for h in handles:
-            h.remove()
-    return total
+    return summary(model, (1, *input_size[1:]), depth=0).total_macs
 
 
 @torch.no_grad()
