@@ -26,6 +26,23 @@ def test_shortcut_mismatch_is_refused_at_construction(block, args):
         block(*args)
 
 
+@pytest.mark.parametrize("downsample,problem", [
+    (torch.nn.Conv2d(64, 64, 1, stride=2), "maps 1×64×8×8 to 1×64×4×4, but the branch gives 1×128×4×4"),
+    (torch.nn.Conv2d(64, 128, 1, stride=1), "maps 1×64×8×8 to 1×128×8×8, but the branch gives 1×128×4×4"),
+    (torch.nn.Conv2d(32, 128, 1, stride=2), "cannot take the block's 64-channel input"),
+])
+def test_a_given_downsample_that_cannot_match_is_refused_at_construction(downsample, problem):
+    with pytest.raises(ValueError, match=problem):
+        rk.BasicBlock(64, 128, stride=2, downsample=downsample)
+
+
+def test_the_downsample_probe_leaves_batchnorm_alone():
+    ds = rk.make_shortcut(64, 256, stride=2)
+    before = {k: v.clone() for k, v in ds.state_dict().items()}
+    rk.Bottleneck(64, 64, stride=2, downsample=ds)
+    assert ds.training and all(torch.equal(before[k], v) for k, v in ds.state_dict().items())
+
+
 def test_make_shortcut_is_none_when_identity_fits():
     assert rk.make_shortcut(64, 64, 1) is None
     assert rk.make_shortcut(64, 256, 1) is not None

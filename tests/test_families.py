@@ -48,7 +48,7 @@ def _parity(ours, ref, size=32):
 
 @pytest.mark.parametrize("width_mult", [1.0, 0.5])
 def test_mobilenet_v2_matches_torchvision(width_mult):
-    torchvision = pytest.importorskip("torchvision")
+    import torchvision
     torch.manual_seed(0)
     _parity(rk.create_model("mobilenet_v2", width_mult=width_mult),
             torchvision.models.mobilenet_v2(width_mult=width_mult))
@@ -57,7 +57,7 @@ def test_mobilenet_v2_matches_torchvision(width_mult):
 @pytest.mark.parametrize("name,params", [("ghostnet_050", 2_587_292), ("ghostnet_100", 5_182_508),
                                          ("ghostnet_130", 7_358_820)])
 def test_ghostnet_matches_timm(name, params):
-    timm = pytest.importorskip("timm")
+    import timm
     torch.manual_seed(0)
     ours, ref = rk.create_model(name), timm.create_model(name, pretrained=False)
     x = _parity(ours, ref)

@@ -37,6 +37,29 @@ def make_shortcut(inplanes: int, outplanes: int, stride: int = 1, avg_down: bool
     return nn.Sequential(nn.Conv2d(inplanes, outplanes, 1, stride=stride, bias=False), norm_layer(outplanes))
 
 
+@torch.no_grad()
+def _check_downsample(block: str, downsample: nn.Module, inplanes: int, outplanes: int, stride: int) -> None:
+    """Run a given ``downsample`` once on a tiny input, so a wrong one fails here and not deep in forward.
+
+    A 4s×4s input comes out of the branch as 4×4 (every conv pads to keep size/stride).
+    The probe runs in eval mode, so BatchNorm statistics are not touched.
+    """
+    was_training = downsample.training
+    side = 4 * stride
+    try:
+        out = downsample.eval()(torch.zeros(1, inplanes, side, side))
+    except (RuntimeError, ValueError) as e:
+        raise ValueError(f"{block}: the downsample given cannot take the block's {inplanes}-channel input "
+                         f"({str(e).splitlines()[0]}); use resnetkit.blocks.make_shortcut({inplanes}, {outplanes}, "
+                         f"stride={stride})") from e
+    finally:
+        downsample.train(was_training)
+    if tuple(out.shape[1:]) != (outplanes, 4, 4):
+        raise ValueError(f"{block}: the downsample given maps 1×{inplanes}×{side}×{side} to "
+                         f"{'×'.join(map(str, out.shape))}, but the branch gives 1×{outplanes}×4×4 (stride "
+                         f"{stride}); use resnetkit.blocks.make_shortcut({inplanes}, {outplanes}, stride={stride})")
+
+
 class _ResBlock(Block):
     """Common plumbing: shortcut check, plugins, drop path, zero-init, final add."""
 
@@ -54,6 +77,8 @@ class _ResBlock(Block):
                 f"cannot be added. Pass downsample=resnetkit.blocks.make_shortcut({inplanes}, {outplanes}, "
                 f"stride={stride}) (a 1×1 projection)."
             )
+        if downsample is not None:
+            _check_downsample(type(self).__name__, downsample, inplanes, outplanes, stride)
         self.downsample = downsample
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         for p in plugins or ():
