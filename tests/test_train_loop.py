@@ -319,3 +319,13 @@ def test_image_that_fails_to_decode_mid_training_is_skipped_with_a_warning(tmp_p
     assert run.returncode == 0, run.stderr
     assert f"cannot decode image {bad}" in run.stderr and "using the next image" in run.stderr
     assert "Traceback" not in run.stderr and (tmp_path / "run" / "last.pt").is_file()
+
+
+def test_missing_matplotlib_is_reported_before_any_training(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
+    args = ["train", "--model", "resnet20", "--image-size", "16", "--max-samples", "32", "--epochs", "1",
+            "--device", "cpu", "--no-progress", "--out", str(tmp_path / "run")]
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip() == ("resnetkit train: error: drawing curves.png needs matplotlib, which "
+                                               "is not installed: pip install 'resnetkit[train]'")
+    assert not (tmp_path / "run").exists()  # nothing trained, nothing written

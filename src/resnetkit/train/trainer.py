@@ -112,6 +112,10 @@ class Trainer:
                              f"{self.dist.world} processes")
         self.progress, self.verbose = progress and self.dist.is_main, verbose and self.dist.is_main
         self.out = Path(cfg.out) if cfg.out else None
+        if self.out and self.dist.is_main:  # fail now, not after the first epoch has trained
+            require("matplotlib", purpose="drawing curves.png")
+        if self.progress:
+            require("tqdm", purpose="the progress bar (or pass --no-progress)")
         _seed_everything(cfg.seed)
 
         self.train_data = train_data if train_data is not None else load_dataset(cfg.data, "train")
