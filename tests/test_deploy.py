@@ -141,6 +141,34 @@ def test_optimize_features_only(name):
         torch.testing.assert_close(o, r, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_optimized_convs_are_prepacked_once_and_stay_exact(dtype):
+    import copy
+
+    from resnetkit.deploy.prepack import PrepackedConv2d
+
+    m = _model("mobilenet_v2")  # dense, strided and depthwise convs
+    fast = rk.optimize_for_inference(m, dtype=dtype)
+    convs = [c for c in fast.modules() if isinstance(c, (nn.Conv2d, PrepackedConv2d))]
+    assert convs and all(isinstance(c, PrepackedConv2d) for c in convs)
+    unpacked = rk.optimize_for_inference(m, dtype=dtype)
+    for parent in unpacked.modules():  # the same folded model with plain convs, for reference
+        for name, c in parent.named_children():
+            if isinstance(c, PrepackedConv2d):
+                plain = nn.Conv2d(c.weight.shape[1] * c.groups, c.weight.shape[0], tuple(c.weight.shape[2:]),
+                                  c.stride, c.padding, c.dilation, c.groups, bias=c.bias is not None).to(dtype)
+                plain.load_state_dict(c.state_dict())
+                setattr(parent, name, plain)
+    x, other = torch.randn(2, 3, 64, 64), torch.randn(3, 3, 48, 40)
+    tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(fast(x), unpacked(x), **tol)
+    assert all(c._packed is not None for c in convs)          # packed at the first call ...
+    torch.testing.assert_close(fast(other), unpacked(other), **tol)   # ... and right for other sizes
+    twin = copy.deepcopy(fast)                                  # copies drop the opaque cache
+    torch.testing.assert_close(twin(x), fast(x), atol=0, rtol=0)
+    assert "model.features.0.0.weight" in fast.state_dict()
+
+
 def test_optimize_is_eval_only_and_checks_dtype():
     m = _model("resnet18")
     fast = rk.optimize_for_inference(m)

@@ -5,6 +5,8 @@ What it does, and why (measured in PERF_NOTES and benchmarks/results.md):
 * BatchNorm folded into the convs (:mod:`.fold`): one op fewer per conv.
 * channels_last weights and inputs: oneDNN's convs work in NHWC; with NCHW
   tensors it reorders around every conv.
+* conv weights reordered into oneDNN's blocked layout once (:mod:`.prepack`),
+  not on every call as eager PyTorch does.
 * bf16: weights cast to bf16 once (cheaper than autocast, which recasts each
   call); oneDNN then uses AVX512-BF16 / AMX kernels.
 * ``compile=True``: ``torch.compile`` with inductor *weight freezing*, which
@@ -22,6 +24,7 @@ import torch
 from torch import nn
 
 from .fold import fold_batchnorm
+from .prepack import prepack_convs
 
 _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
 
@@ -108,4 +111,6 @@ def optimize_for_inference(model: nn.Module, dtype: torch.dtype | str = torch.fl
         folded = folded.to(memory_format=torch.channels_last)
     if dtype != torch.float32:
         folded = folded.to(dtype)
+    if not compile:  # inductor's freezing packs the weights itself
+        prepack_convs(folded)
     return InferenceModule(folded, dtype, channels_last, compile)
