@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .fold import fold_batchnorm
-from .prepack import prepack_convs
+from .prepack import fuse_activations, prepack_convs
 
 _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
 
@@ -54,18 +54,20 @@ def _map_tensors(out: Any, fn) -> Any:
 class InferenceModule(nn.Module):
     """An eval-only wrapper: casts/lays out the input, runs the optimised model, returns float32.
 
-    ``.model`` is the folded (and cast) model itself; ``.compiled`` the
-    ``torch.compile`` wrapper when compiling. ``train(True)`` is refused
+    ``.model`` is the folded (and cast) model itself; ``.runner`` what forward
+    calls: the ``torch.compile`` wrapper when compiling, else ``runner`` (a
+    graph with fused activations) or the model. ``train(True)`` is refused
     because the BatchNorms are gone.
     """
 
-    def __init__(self, model: nn.Module, dtype: torch.dtype, channels_last: bool, compile: bool) -> None:
+    def __init__(self, model: nn.Module, dtype: torch.dtype, channels_last: bool, compile: bool,
+                 runner: nn.Module | None = None) -> None:
         super().__init__()
         self.model = model
         self.dtype = dtype
         self.channels_last = channels_last
         # Freezing is passed per compile (options=) so the global inductor config stays untouched.
-        self.compiled = torch.compile(model, options={"freezing": True}) if compile else None
+        self.runner = torch.compile(model, options={"freezing": True}) if compile else (runner or model)
         super().train(False)
 
     def train(self, mode: bool = True) -> "InferenceModule":
@@ -80,7 +82,7 @@ class InferenceModule(nn.Module):
         if self.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.no_grad():  # freezing applies only to graphs compiled without grad
-            out = (self.model if self.compiled is None else self.compiled)(x)
+            out = self.runner(x)
         return _map_tensors(out, lambda t: t.float() if t.is_floating_point() else t)
 
     def __getattr__(self, name: str) -> Any:
@@ -111,6 +113,7 @@ def optimize_for_inference(model: nn.Module, dtype: torch.dtype | str = torch.fl
         folded = folded.to(memory_format=torch.channels_last)
     if dtype != torch.float32:
         folded = folded.to(dtype)
-    if not compile:  # inductor's freezing packs the weights itself
-        prepack_convs(folded)
-    return InferenceModule(folded, dtype, channels_last, compile)
+    if compile:  # inductor's freezing packs weights and fuses activations itself
+        return InferenceModule(folded, dtype, channels_last, compile=True)
+    prepack_convs(folded)
+    return InferenceModule(folded, dtype, channels_last, compile=False, runner=fuse_activations(folded))

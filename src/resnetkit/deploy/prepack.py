@@ -5,7 +5,9 @@ reorders into its blocked layout on *every* call: for resnet18 that is 46 MB of
 copying per forward, most of the time at batch 1. :class:`PrepackedConv2d`
 does the reorder at its first call (so it can use the real input size) and
 keeps the result; inductor's weight freezing does the same inside
-``torch.compile``. Measured on resnet18 fp32: +40% images/s at batch 1, +3% at 16.
+``torch.compile``. :func:`fuse_activations` then lets oneDNN apply a ReLU or
+ReLU6 that follows a conv as part of the conv (a post-op), saving a pass over
+the activations.
 """
 from __future__ import annotations
 
@@ -13,6 +15,11 @@ from typing import Any
 
 import torch
 from torch import nn
+
+
+# oneDNN post-op name -> the same activation applied separately (for the non-oneDNN path)
+_ACTIVATIONS = {"none": lambda t: t, "relu": torch.relu, "hardtanh": lambda t: t.clamp(0.0, 6.0)}
+_FUSABLE = {nn.ReLU: ("relu", []), nn.ReLU6: ("hardtanh", [0.0, 6.0])}
 
 
 class PrepackedConv2d(nn.Module):
@@ -30,18 +37,20 @@ class PrepackedConv2d(nn.Module):
         self.register_buffer("weight", conv.weight.detach().clone())
         self.register_buffer("bias", None if conv.bias is None else conv.bias.detach().clone())
         self._packed: tuple[Any, torch.Tensor] | None = None   # (key, packed weight)
+        self.post_op, self.post_args = "none", []   # a fused activation (oneDNN post-op)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight
         if x.device.type != "cpu" or torch.is_grad_enabled() or x.dtype != w.dtype:
-            return nn.functional.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
+            out = nn.functional.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
+            return _ACTIVATIONS[self.post_op](out)
         key = (w.dtype, w.data_ptr())
         if self._packed is None or self._packed[0] != key:
             packed = torch._C._nn.mkldnn_reorder_conv2d_weight(w.contiguous().to_mkldnn(), self.padding, self.stride,
                                                                self.dilation, self.groups, list(x.shape))
             self._packed = (key, packed)
         return torch.ops.mkldnn._convolution_pointwise(x, self._packed[1], self.bias, self.padding, self.stride,
-                                                       self.dilation, self.groups, "none", [], "")
+                                                       self.dilation, self.groups, self.post_op, self.post_args, "")
 
     def __getstate__(self) -> dict[str, Any]:  # oneDNN's opaque tensors cannot be copied or pickled
         return {**self.__dict__, "_packed": None}
@@ -49,7 +58,8 @@ class PrepackedConv2d(nn.Module):
     def extra_repr(self) -> str:
         out_c, in_c, *k = self.weight.shape
         return (f"{in_c * self.groups}, {out_c}, kernel_size={tuple(k)}, stride={tuple(self.stride)}, "
-                f"padding={tuple(self.padding)}, groups={self.groups}, prepacked for oneDNN")
+                f"padding={tuple(self.padding)}, groups={self.groups}, prepacked for oneDNN"
+                + (f", fused {self.post_op}{self.post_args or ''}" if self.post_op != "none" else ""))
 
 
 def _packable(m: nn.Module) -> bool:
@@ -66,3 +76,49 @@ def prepack_convs(model: nn.Module) -> nn.Module:
             if _packable(child):
                 setattr(parent, name, PrepackedConv2d(child))
     return model
+
+
+class _Tracer(torch.fx.Tracer):
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:  # its forward branches on the input
+        return isinstance(m, PrepackedConv2d) or super().is_leaf_module(m, qualname)
+
+
+def fuse_activations(model: nn.Module) -> nn.Module:
+    """A ``torch.fx`` graph of ``model`` in which each ReLU/ReLU6 that is the only user of a
+    :class:`PrepackedConv2d` runs inside that conv; ``model`` itself if it cannot be traced.
+
+    Graph-level because one activation module may run at several places (torchvision's
+    blocks call ``self.relu`` after a conv *and* after the residual addition).
+    Identity modules left by BatchNorm folding are dropped first.
+    """
+    try:
+        gm = torch.fx.GraphModule(model, _Tracer().trace(model))
+    except Exception:  # noqa: BLE001 - any untraceable user model simply runs unfused
+        return model
+    modules = dict(gm.named_modules())
+    calls: dict[str, int] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    for node in list(gm.graph.nodes):
+        if node.op == "call_module" and isinstance(modules[node.target], nn.Identity):
+            node.replace_all_uses_with(node.args[0])
+            gm.graph.erase_node(node)
+    fused = 0
+    for node in list(gm.graph.nodes):
+        act = modules.get(node.target) if node.op == "call_module" else None
+        source = node.args[0] if act is not None and node.args else None
+        if type(act) not in _FUSABLE or not isinstance(source, torch.fx.Node) or len(source.users) != 1:
+            continue
+        conv = modules.get(source.target) if source.op == "call_module" else None
+        if isinstance(conv, PrepackedConv2d) and conv.post_op == "none" and calls[source.target] == 1:
+            conv.post_op, conv.post_args = _FUSABLE[type(act)]
+            node.replace_all_uses_with(source)
+            gm.graph.erase_node(node)
+            fused += 1
+    if not fused:
+        return model
+    gm.graph.lint()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    return gm
