@@ -102,6 +102,9 @@ def optimize_for_inference(model: nn.Module, dtype: torch.dtype | str = torch.fl
     results match the float32 model within bf16 precision (~1e-2 relative).
     ``compile=True`` adds ``torch.compile`` with inductor weight freezing: the
     first call compiles (tens of seconds), later calls are the fastest path.
+    All families share one ``forward``, and dynamo compiles a function for at
+    most ``torch._dynamo.config.recompile_limit`` (8) models/shapes per process,
+    then silently runs eager: raise that limit when compiling more.
     ``example_input`` is used to find conv→BN pairs and verify the folding
     (default: a random 2×C×64×64 batch). The original model is not modified.
     """
