@@ -80,17 +80,17 @@ def kind_of(label: str) -> str:
 
 
 def time_in_groups(runners: dict, x: torch.Tensor, iters: int, warmup: int) -> dict[str, Timing]:
-    """Time the PyTorch contenders (baseline included) in one alternating loop and the ONNX
-    Runtime ones in a second loop of their own.
+    """Time the PyTorch contenders (baseline included) in one alternating loop, then each ONNX
+    Runtime session on its own, right after.
 
-    ORT's worker threads keep spinning after each of its calls (its fastest setting), which
-    steals the cores from whichever contender runs next: mixed in one loop, they cut the eager
-    baseline at batch 1 to a third and inflated every ratio. Apart, each runs at its best.
+    An ORT session's worker threads keep spinning after each call (its fastest setting), which
+    steals the cores from whatever runs next: mixed into the loop they cut the eager baseline at
+    batch 1 to a third, and two sessions side by side slowed each other. Alone, each runs at its best.
     """
-    ort = {k: v for k, v in runners.items() if k.startswith("ORT")}
+    ort = [k for k in runners if k.startswith("ORT")]
     timings = time_alternating({k: v for k, v in runners.items() if k not in ort}, x, iters=iters, warmup=warmup)
-    if ort:
-        timings.update(time_alternating(ort, x, iters=iters, warmup=warmup))
+    for k in ort:
+        timings.update(time_alternating({k: runners[k]}, x, iters=iters, warmup=warmup))
     return {k: timings[k] for k in runners}  # in the table's column order
 
 
@@ -237,9 +237,9 @@ def main(argv: list[str] | None = None) -> int:
              f"Ceilings measured at start (3×3 conv 256ch channels_last; int8: torch._int_mm): " +
              ", ".join(f"{k} {v:.0f} G{'OP' if k == 'int8' else 'FLOP'}/s" for k, v in ceilings.items()) + ".",
              f"Median of {args.iters} alternating calls ({3 * args.iters} at batch 1) after {args.warmup} warm-up "
-             "calls each. The ONNX Runtime "
-             "contenders alternate in a loop of their own, right after the others: their spinning threads would "
-             "slow whichever contender runs next.", ""]
+             "calls each. Each ONNX Runtime "
+             "session is timed on its own right after the others: its spinning threads would slow whichever "
+             "contender runs next.", ""]
     body = speed_tables(args, ceilings, workdir)
     if args.accuracy:
         print("== accuracy on MNIST", flush=True)
