@@ -27,7 +27,9 @@ class PrepackedConv2d(nn.Module):
 
     ``weight`` and ``bias`` stay ordinary buffers (``state_dict``, ``.to()``
     and copies see them); the packed copy is a cache, dropped by copies and
-    rebuilt when the weight's dtype or device changes.
+    rebuilt when the weight tensor is replaced (``.to(dtype)``), not when it is
+    edited in place: the weights of an inference module are frozen. Costs a
+    second copy of the conv weights in memory.
     """
 
     def __init__(self, conv: nn.Conv2d) -> None:
