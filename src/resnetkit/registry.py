@@ -103,8 +103,9 @@ def create_model(name: str, num_classes: int | None = None, in_chans: int | None
         fixed = re.search(r"got multiple values for (?:keyword )?argument '(\w+)'", str(e))
         if not fixed:
             raise
+        cls_name = (entry.cls or entry.fn).__name__
         raise TypeError(f"create_model({name!r}): {fixed.group(1)!r} is fixed by the {name} architecture and "
-                        f"cannot be passed; build the class ({(entry.cls or entry.fn).__name__}) yourself to change it") from None
+                        f"cannot be passed; build the class ({cls_name}) yourself to change it") from None
     model.model_name = name
     chans = in_chans if in_chans is not None else entry.input_size[0]
     model.default_input_size = (chans, *entry.input_size[1:])

@@ -188,7 +188,8 @@ def summary(model: nn.Module, input_size: Sequence[int] | None = None, depth: in
     model's ``default_input_size`` with batch 1, else 1×3×224×224). Each row shows
     a module call's output shape, the parameters of its subtree and the MACs
     per image of the convolutions and matrix products it ran (functional ones
-    included); deeper layers are folded into their shown parent. Shared modules count their parameters once and their MACs per call.
+    included); deeper layers are folded into their shown parent. Shared modules
+    count their parameters once and their MACs per call.
     Totals: parameters (all/trainable), MACs and FLOPs (= 2 × MACs), activation
     memory, and the stride and receptive field at the end of each stage.
 

@@ -83,10 +83,9 @@ class ResNet(ResidualNet):
         self.num_classes = num_classes
         self.inplanes, self.dilation = widths[0], 1
 
-        stem_names, reduction = self._make_stem(in_chans, widths[0], deep_stem, stem_width)
+        stem_names, c1_reduction, reduction = self._make_stem(in_chans, widths[0], deep_stem, stem_width)
         # C1 is the stem's output when the stem downsamples (CIFAR stems do not: their first level is layer1)
-        info = [dict(num_chs=widths[0], reduction=reduction, module="relu")] if reduction > 1 else []
-        reduction *= 2 if "maxpool" in stem_names else 1
+        info = [dict(num_chs=widths[0], reduction=c1_reduction, module="relu")] if c1_reduction > 1 else []
         dpr = [drop_path_rate * i / max(sum(layers) - 1, 1) for i in range(sum(layers))]
         for i, (planes, n) in enumerate(zip(widths, layers)):
             stride, dilate = (1, False) if i == 0 else (2, dilations[i - 1])
@@ -110,14 +109,18 @@ class ResNet(ResidualNet):
         self._init_weights(zero_init_residual)
         self._apply_backbone_options(frozen_stages, norm_eval, with_cp)
 
-    def _make_stem(self, in_chans: int, out_chs: int, deep_stem: bool, stem_width: int) -> tuple[list[str], int]:
-        """ImageNet stem: 7×7/2 conv (or the deep stem), BN, ReLU, 3×3/2 max pool; returns (names, conv stride)."""
+    def _make_stem(self, in_chans: int, out_chs: int, deep_stem: bool,
+                   stem_width: int) -> tuple[list[str], int, int]:
+        """ImageNet stem: 7×7/2 conv (or the deep stem), BN, ReLU, 3×3/2 max pool.
+
+        Returns the stem's module names, the reduction at its ReLU (C1) and at its end.
+        """
         self.conv1 = _deep_stem(in_chans, stem_width, out_chs) if deep_stem else \
             nn.Conv2d(in_chans, out_chs, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = self.norm_layer(out_chs)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        return ["conv1", "bn1", "relu", "maxpool"], 2
+        return ["conv1", "bn1", "relu", "maxpool"], 2, 4
 
     def _make_shortcut(self, inplanes: int, outplanes: int, stride: int) -> nn.Module | None:
         return make_shortcut(inplanes, outplanes, stride, self.avg_down, self.norm_layer)
