@@ -6,7 +6,7 @@ from .blocks import __all__ as _blocks_all
 from .features import FeatureInfo
 from .weights import LoadResult, WeightsError, load_weights, save_weights
 from .registry import UnknownModelError, create_model, list_models, register_model
-from .deploy import export_onnx, optimize_for_inference, quantize_int8
+from .deploy import export, export_onnx, load_inference, optimize_for_inference, quantize_int8
 from .train import TrainConfig, Trainer, fit  # torch only: tqdm/matplotlib/mlxtend load on use
 from .inspect import explain, summary
 from .tables import TableError, from_table, to_table
@@ -14,7 +14,7 @@ from .tables import TableError, from_table, to_table
 __version__ = "0.1.0"
 
 __all__ = ["create_model", "list_models", "register_model", "register_plugin", "UnknownModelError",
-           "FeatureInfo", "optimize_for_inference", "quantize_int8", "export_onnx",
+           "FeatureInfo", "optimize_for_inference", "quantize_int8", "export_onnx", "export", "load_inference",
            "summary", "explain", "from_table", "to_table", "TableError", *_blocks_all]
 __all__ += ["Trainer", "TrainConfig", "fit"]
 __all__ += ["load_weights", "save_weights", "WeightsError", "LoadResult"]

@@ -1,122 +1,210 @@
-"""``optimize_for_inference``: the fast CPU (and GPU) path for any resnetkit model.
+"""``optimize_for_inference``: the fastest correct form of a model on this CPU, through one call.
 
-What it does, and why (measured in PERF_NOTES and benchmarks/results.md):
-
-* BatchNorm folded into the convs (:mod:`.fold`): one op fewer per conv.
-* channels_last weights and inputs: oneDNN's convs work in NHWC; with NCHW
-  tensors it reorders around every conv.
-* conv weights reordered into oneDNN's blocked layout once (:mod:`.prepack`),
-  not on every call as eager PyTorch does.
-* bf16: weights cast to bf16 once (cheaper than autocast, which recasts each
-  call); oneDNN then uses AVX512-BF16 / AMX kernels.
-* ``compile=True``: ``torch.compile`` with inductor *weight freezing*, which
-  constant-folds the weights and pre-packs them in oneDNN's blocked layout;
-  without freezing compile reaches only about half of this speed.
-
-The returned module takes and returns float32 tensors whatever it computes in.
+One engine (``backend="torch"|"onnxruntime"|"openvino"``) and one precision
+(``dtype="fp32"|"bf16"|"int8"``) build directly. ``backend="auto"`` and/or
+``dtype="auto"`` build every installed candidate, refuse those that deviate
+from the float32 model (:mod:`.autoselect`), time the rest and return the
+fastest, with ``.report`` listing them all.
 """
 from __future__ import annotations
 
-import copy
-from typing import Any
+import time
+import warnings
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
 
-from .fold import fold_batchnorm
-from .prepack import fuse_activations, prepack_convs
+from .autoselect import TOLERANCE, Candidate, Report, choose, relative_error, top1_agreement
+from .calibration import DEFAULT_IMAGES, calibration_batches
+from .engines import ENGINES, BuildRequest, get_engine
+from .engines.base import DTYPES, EngineError, flat_outputs
+from .runtime import InferenceModel, kept_attributes, output_structure
 
-_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
-
-
-def as_dtype(dtype: torch.dtype | str) -> torch.dtype:
-    """``torch.float32``/``torch.bfloat16`` from a dtype or its short name ("fp32", "bf16")."""
-    if isinstance(dtype, str):
-        if dtype not in _DTYPES:
-            raise ValueError(f"dtype {dtype!r} is not supported here; use 'fp32' or 'bf16' "
-                             "(for int8 use resnetkit.quantize_int8)")
-        return _DTYPES[dtype]
-    if dtype not in (torch.float32, torch.bfloat16):
-        raise ValueError(f"dtype {dtype} is not supported; use torch.float32 or torch.bfloat16")
-    return dtype
+_DTYPE_NAMES = {"fp32": "fp32", "float32": "fp32", "float": "fp32", "bf16": "bf16", "bfloat16": "bf16",
+                "int8": "int8", "auto": "auto"}
 
 
-def _map_tensors(out: Any, fn) -> Any:
-    if isinstance(out, torch.Tensor):
-        return fn(out)
-    if isinstance(out, (list, tuple)):
-        return type(out)(_map_tensors(o, fn) for o in out)
-    if isinstance(out, dict):
-        return {k: _map_tensors(v, fn) for k, v in out.items()}
+def dtype_name(dtype: torch.dtype | str) -> str:
+    """"fp32"/"bf16"/"int8"/"auto" from a name or ``torch.float32``/``torch.bfloat16``."""
+    if isinstance(dtype, torch.dtype):
+        names = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.qint8: "int8"}
+        if dtype not in names:
+            raise ValueError(f"dtype {dtype} is not supported; use torch.float32 or torch.bfloat16 "
+                             "(or 'fp32', 'bf16', 'int8', 'auto')")
+        return names[dtype]
+    if str(dtype).lower() not in _DTYPE_NAMES:
+        raise ValueError(f"dtype {dtype!r} is not supported; use 'fp32', 'bf16', 'int8' or 'auto' "
+                         "(torch.float32 / torch.bfloat16 work too)")
+    return _DTYPE_NAMES[str(dtype).lower()]
+
+
+def _model_in_chans(model: nn.Module) -> int:
+    size = getattr(model, "default_input_size", None)
+    if size:
+        return int(size[0])
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is None:
+        raise ValueError("cannot tell the model's input channels; pass input_size=(N, C, H, W)")
+    return first.in_channels
+
+
+def _input_size(model: nn.Module, input_size: Sequence[int] | None, example_input: Any,
+                calib: list[torch.Tensor] | None) -> tuple[int, int, int, int]:
+    if input_size is not None:
+        size = tuple(int(s) for s in input_size)
+        if len(size) == 3:
+            size = (1, *size)
+        if len(size) != 4 or min(size) < 1:
+            raise ValueError(f"input_size must be (N, C, H, W) with positive sizes, e.g. (1, 3, 224, 224); "
+                             f"got {tuple(input_size)}")
+        return size  # type: ignore[return-value]
+    if isinstance(example_input, torch.Tensor) and example_input.ndim == 4:
+        return tuple(example_input.shape)  # type: ignore[return-value]
+    if calib:
+        return (1, *calib[0].shape[1:])  # type: ignore[return-value]
+    default = getattr(model, "default_input_size", None) or (_model_in_chans(model), 224, 224)
+    return (1, *default)  # type: ignore[return-value]
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    was = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was)
+
+
+def _candidates(backend: str | Sequence[str], dtype: str, compile: bool) -> list[Candidate]:
+    if isinstance(backend, str):
+        backends = list(ENGINES) if backend == "auto" else [get_engine(backend).name]
+    else:
+        backends = [get_engine(b).name for b in backend]
+    dtypes = list(DTYPES) if dtype == "auto" else [dtype]
+    out = []
+    for b in backends:
+        for d in dtypes:
+            out.append(Candidate(b, d))
+            if b == "torch" and compile and d != "int8" and len(backends) > 1:
+                out.append(Candidate(b, d, "compiled"))
     return out
 
 
-class InferenceModule(nn.Module):
-    """An eval-only wrapper: casts/lays out the input, runs the optimised model, returns float32.
+def _build(c: Candidate, model: nn.Module, size: tuple[int, ...], calib: list[torch.Tensor] | None,
+           options: dict[str, Any], outputs: list[str], workdir: str | None) -> None:
+    engine = get_engine(c.backend)
+    opts = {**options, "compile": c.variant == "compiled" or (options.get("compile") and c.backend == "torch")}
+    t = time.perf_counter()
+    c.runner = engine.build(BuildRequest(model, c.dtype, size, calib, outputs, workdir, opts))
+    c.build_s = time.perf_counter() - t
 
-    ``.model`` is the folded (and cast) model itself; ``.runner`` what forward
-    calls: the ``torch.compile`` wrapper when compiling, else ``runner`` (a
-    graph with fused activations) or the model. ``train(True)`` is refused
-    because the BatchNorms are gone.
+
+def _screen(c: Candidate, engine_ok: bool, calib: list[torch.Tensor] | None) -> bool:
+    """Mark candidates that cannot be built here; True if it can."""
+    engine = get_engine(c.backend)
+    if c.dtype not in engine.dtypes:
+        c.status, c.note = "not offered", f"{c.backend} has no {c.dtype} CPU kernels"
+    elif not engine.available(c.dtype):
+        c.status, c.note = "not installed", f"needs {', '.join(engine.missing(c.dtype))}"
+    elif c.dtype == "int8" and calib is None:
+        c.status, c.note = "skipped", "int8 needs calibration data"
+    return c.status == "pending" and engine_ok
+
+
+def optimize_for_inference(model: nn.Module, dtype: torch.dtype | str = "fp32",
+                           backend: str | Sequence[str] = "torch",
+                           input_size: Sequence[int] | None = None, calibration: Any = None,
+                           channels_last: bool = True, compile: bool = False,
+                           example_input: torch.Tensor | None = None, *, budget_s: float = 30.0,
+                           accuracy_budget: float = 0.5, max_calibration_images: int = DEFAULT_IMAGES,
+                           input_spec: Any = None, workdir: str | None = None) -> InferenceModel:
+    """An eval-only, engine-backed copy of ``model`` that runs fast; the original is not modified.
+
+    ``backend``: "torch" (default; needs nothing more: BN folded, channels_last,
+    prepacked oneDNN convs, optional ``compile`` with inductor freezing),
+    "onnxruntime", "openvino", "auto" or a list of them to choose from. ``dtype``: "fp32", "bf16", "int8" (FX
+    on torch, static QDQ on ONNX Runtime, NNCF on OpenVINO; needs
+    ``calibration``), "auto", or ``torch.float32``/``torch.bfloat16``.
+    ``input_size`` (N, C, H, W) is what the engines build for (default: the
+    model's own size, batch 1); ONNX Runtime and OpenVINO accept any batch
+    size, but only that C×H×W. ``calibration``: a tensor, an iterable of
+    batches or (inputs, targets), or a data spec such as ``"mnist5k"`` (read
+    and preprocessed as ``resnetkit train`` does; ``input_spec`` overrides the
+    preprocessing); at most ``max_calibration_images`` are used.
+
+    ``backend="auto"`` builds every installed candidate for that shape, refuses
+    any whose outputs deviate from the float32 model beyond its precision's
+    tolerance (fp32 1e-3, bf16 5e-2, int8 0.25 relative error), times the rest
+    for about ``budget_s`` seconds and returns the fastest. ``dtype="auto"``
+    considers fp32, bf16 and (with calibration) int8, and keeps only those
+    whose top-1 agrees with the float32 model on the calibration data to
+    within ``accuracy_budget`` points. The result's ``.report`` lists every
+    candidate with its latency and deviation. With ``compile=True`` and
+    ``backend="auto"`` torch.compile'd candidates join (each compiles for tens of seconds).
     """
+    dtype = dtype_name(dtype)
+    auto = not isinstance(backend, str) or backend == "auto" or dtype == "auto"
+    if isinstance(backend, str) and backend != "auto":
+        get_engine(backend).require(None if dtype == "auto" else dtype)
+        if dtype != "auto":
+            get_engine(backend).check_dtype(dtype)
+    if dtype == "int8" and calibration is None:
+        raise ValueError("dtype='int8' needs calibration data: pass calibration= a few hundred real inputs "
+                         "(a tensor, a DataLoader, or a data spec such as 'mnist5k')")
+    chw = tuple(input_size)[-3:] if input_size is not None else None
+    calib = None
+    if calibration is not None:
+        calib = calibration_batches(calibration, chw, input_spec, max_calibration_images,
+                                    in_chans=_model_in_chans(model))
+    size = _input_size(model, input_size, example_input, calib)
 
-    def __init__(self, model: nn.Module, dtype: torch.dtype, channels_last: bool, compile: bool,
-                 runner: nn.Module | None = None) -> None:
-        super().__init__()
-        self.model = model
-        self.dtype = dtype
-        self.channels_last = channels_last
-        # Freezing is passed per compile (options=) so the global inductor config stays untouched.
-        self.runner = torch.compile(model, options={"freezing": True}) if compile else (runner or model)
-        super().train(False)
+    with torch.no_grad(), _eval_mode(model):
+        x = example_input if example_input is not None else torch.randn(size, generator=torch.Generator().manual_seed(0))
+        ref_out = model(x.float())
+        structure = output_structure(ref_out)
+        outputs = ["logits"] if structure == "tensor" else [f"feat{i}" for i in range(len(flat_outputs(ref_out)))]
+        options = {"channels_last": channels_last, "compile": compile}
+        if not auto:
+            c = Candidate(get_engine(backend).name, dtype)
+            _build(c, model, size, calib, {**options, "example_input": example_input}, outputs, workdir)
+            return InferenceModel(c.runner, c.backend, c.dtype, size, structure, kept_attributes(model))
 
-    def train(self, mode: bool = True) -> "InferenceModule":
-        if mode:
-            raise RuntimeError("an optimize_for_inference module is eval-only (its BatchNorms are folded); "
-                               "train the original model instead")
-        return super().train(False)
-
-    def forward(self, x: torch.Tensor) -> Any:
-        if x.dtype != self.dtype:
-            x = x.to(self.dtype)
-        if self.channels_last and x.ndim == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.no_grad():  # freezing applies only to graphs compiled without grad
-            out = self.runner(x)
-        return _map_tensors(out, lambda t: t.float() if t.is_floating_point() else t)
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:  # expose the wrapped model's attributes (feature_info, num_classes, ...)
-            return getattr(super().__getattr__("model"), name)
-
-
-def optimize_for_inference(model: nn.Module, dtype: torch.dtype | str = torch.float32, channels_last: bool = True,
-                           compile: bool = False, example_input: torch.Tensor | None = None) -> InferenceModule:
-    """An eval-only copy of ``model`` that runs fast: BN folded, channels_last, optional bf16 and compile.
-
-    Works for every registered family and for ``features_only`` backbones (list
-    outputs). ``dtype=torch.bfloat16`` casts the weights once and computes in
-    bf16 (AVX512-BF16/AMX through oneDNN); inputs and outputs stay float32, and
-    results match the float32 model within bf16 precision (~1e-2 relative).
-    ``compile=True`` adds ``torch.compile`` with inductor weight freezing: the
-    first call compiles (tens of seconds), later calls are the fastest path.
-    All families share one ``forward``, and dynamo compiles a function for at
-    most ``torch._dynamo.config.recompile_limit`` (8) models/shapes per process,
-    then silently runs eager: raise that limit when compiling more.
-    ``example_input`` is used to find conv→BN pairs and verify the folding
-    (default: a random 2×C×64×64 batch). The original model is not modified.
-    """
-    dtype = as_dtype(dtype)
-    folded = fold_batchnorm(copy.deepcopy(model), example_input=example_input, inplace=True)
-    for p in folded.parameters():
-        p.requires_grad_(False)
-    if channels_last:
-        folded = folded.to(memory_format=torch.channels_last)
-    if dtype != torch.float32:
-        folded = folded.to(dtype)
-    if compile:  # inductor's freezing packs weights and fuses activations itself
-        return InferenceModule(folded, dtype, channels_last, compile=True)
-    prepack_convs(folded)
-    return InferenceModule(folded, dtype, channels_last, compile=False, runner=fuse_activations(folded))
+        check = torch.cat(calib)[:8] if calib else x
+        ref_check = model(check)
+        classifier = structure == "tensor" and ref_out.ndim == 2
+        ref_top1 = torch.cat([model(b).argmax(1) for b in calib]) if (calib and classifier and dtype == "auto") else None
+        candidates = _candidates(backend, dtype, compile)
+        for c in candidates:
+            if not _screen(c, True, calib):
+                continue
+            try:
+                _build(c, model, size, calib, options, outputs, workdir)
+                c.deviation = relative_error(ref_check, c.runner(check))
+            except Exception as e:  # noqa: BLE001 - one engine failing must not stop the others
+                c.status, c.note, c.runner = "failed", f"{type(e).__name__}: {str(e).splitlines()[0][:120]}", None
+                warnings.warn(f"optimize_for_inference: {c.label} could not be built: {c.note}")
+                continue
+            if not c.deviation <= TOLERANCE[c.dtype]:
+                c.status, c.note = "inaccurate", f"deviation above {TOLERANCE[c.dtype]:g}"
+                continue
+            if ref_top1 is not None:
+                c.agreement = top1_agreement(ref_top1, c.runner, calib)
+                if 100 * (1 - c.agreement) > accuracy_budget:
+                    c.status, c.note = "inaccurate", f"top-1 agreement below {100 - accuracy_budget:g}%"
+                    continue
+            c.status = "ok"
+        x_timed = torch.randn(size, generator=torch.Generator().manual_seed(1))
+        report = choose(candidates, x_timed, budget_s)
+    best = report.chosen
+    for c in report:  # keep only the winner's engine alive
+        if c is not best:
+            c.runner = None
+    if best is None:
+        raise EngineError("no candidate was accurate enough to choose:\n" + str(report))
+    model_out = InferenceModel(best.runner, best.backend, best.dtype, size, structure, kept_attributes(model),
+                               report=report)
+    best.runner = None
+    return model_out

@@ -1,0 +1,133 @@
+"""The small interface every inference engine implements: build, run, describe, save, load.
+
+An engine turns a float32 eval-mode ``nn.Module`` into a :class:`Runner` for
+one precision. A runner takes a float32 NCHW torch tensor and returns the
+model's outputs as a flat list of float32 torch tensors (one for a classifier,
+one per level for a ``features_only`` backbone); :class:`~..runtime.InferenceModel`
+puts them back into the model's own structure. Engines that need a package
+import it inside ``build``/``load`` only, so ``import resnetkit`` needs none of them.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+DTYPES = ("fp32", "bf16", "int8")
+
+
+class MissingEngineError(ImportError):
+    """An engine's package is not installed: one line naming the extra that installs it."""
+
+
+class EngineError(ValueError):
+    """An engine cannot do what was asked (a precision it lacks, a shape it was not built for, ...)."""
+
+
+@dataclass
+class BuildRequest:
+    """Everything an engine needs to build a runner, decided once by ``optimize_for_inference``.
+
+    ``input_size`` is (N, C, H, W): N is the batch the engine may specialise for,
+    C×H×W what it is built for. ``calibration`` is a list of float32 batches of that
+    C×H×W (int8 only). ``outputs`` names the flat outputs (``logits`` or ``feat0``...).
+    """
+
+    model: nn.Module
+    dtype: str
+    input_size: tuple[int, int, int, int]
+    calibration: list[torch.Tensor] | None = None
+    outputs: list[str] = field(default_factory=lambda: ["logits"])
+    workdir: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class Runner:
+    """A built model: ``runner(x)`` → flat list of float32 tensors. Subclasses set ``dynamic_batch``."""
+
+    dynamic_batch: bool = True
+
+    def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """What really runs: engine version, precision the engine reports, settings."""
+        return {}
+
+    def save(self, directory: str) -> list[str]:
+        """Write what the engine loads into ``directory``; return the file names written."""
+        raise EngineError(f"{type(self).__name__} cannot be saved as an engine file; "
+                          "export with format='onnx' or format='openvino'")
+
+
+class Engine:
+    """One inference engine. Subclasses set the class attributes and implement build (and load)."""
+
+    name: str = ""
+    packages: tuple[str, ...] = ()    # import names that must be installed (none: always available)
+    extra: str = "deploy"             # pip extra that installs it
+    dtypes: tuple[str, ...] = DTYPES  # precisions it can compute in
+    file_format: str | None = None    # what export writes for it ("onnx", "openvino")
+
+    def missing(self, dtype: str | None = None) -> list[str]:
+        """The packages this engine (for ``dtype``) needs that are not installed."""
+        return [p for p in (*self.packages, *self.packages_for(dtype)) if importlib.util.find_spec(p) is None]
+
+    def packages_for(self, dtype: str | None) -> tuple[str, ...]:
+        """Packages needed only for one precision (OpenVINO's int8 needs NNCF)."""
+        return ()
+
+    def available(self, dtype: str | None = None) -> bool:
+        return not self.missing(dtype)
+
+    def require(self, dtype: str | None = None) -> None:
+        missing = self.missing(dtype)
+        if missing:
+            what = f"{dtype} on backend {self.name!r}" if dtype and self.packages_for(dtype) else f"backend {self.name!r}"
+            raise MissingEngineError(f"{what} needs {', '.join(missing)}, not installed: "
+                                     f"pip install 'resnetkit[{self.extra}]'")
+
+    def check_dtype(self, dtype: str) -> None:
+        if dtype not in self.dtypes:
+            raise EngineError(f"backend {self.name!r} does not compute in {dtype}; it offers "
+                              f"{', '.join(self.dtypes)} (other backends: see resnetkit.deploy.engines.ENGINES)")
+
+    def build(self, request: BuildRequest) -> Runner:
+        raise NotImplementedError
+
+    def load(self, directory: str, meta: dict[str, Any]) -> Runner:
+        raise EngineError(f"backend {self.name!r} has no file format to load from")
+
+    def version(self) -> str:
+        return "?"
+
+
+def flat_outputs(out: Any) -> list[torch.Tensor]:
+    """A model's output as a flat list of tensors (tensor → [tensor]; list/tuple/dict → its tensors)."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        out = list(out.values())
+    return [t for o in out for t in flat_outputs(o)]
+
+
+def as_numpy_batches(batches: Sequence[torch.Tensor]) -> list:
+    return [b.detach().float().contiguous().numpy() for b in batches]
+
+
+def thread_count() -> int:
+    """Threads every engine uses: the same as torch's, so comparisons are fair."""
+    return torch.get_num_threads()
+
+
+def new_workdir(request: BuildRequest, prefix: str) -> str:
+    import tempfile
+
+    if request.workdir:
+        os.makedirs(request.workdir, exist_ok=True)
+        return request.workdir
+    return tempfile.mkdtemp(prefix=f"resnetkit-{prefix}-")

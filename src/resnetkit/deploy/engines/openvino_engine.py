@@ -1,0 +1,126 @@
+"""The OpenVINO engine: the model read from our ONNX export by OpenVINO's Core, compiled for the CPU.
+
+Configured as OpenVINO's documentation says for latency on a CPU: precision
+and threading are compile-time *config*: ``INFERENCE_PRECISION_HINT`` f32 (set
+explicitly: on AMX CPUs OpenVINO would otherwise pick bf16 by itself) or bf16,
+``PERFORMANCE_HINT=LATENCY``, ``INFERENCE_NUM_THREADS`` = torch's thread count.
+int8 is NNCF post-training quantization (``nncf.quantize``) of the OpenVINO
+model, calibrated on the given batches; its non-quantized layers run in the
+CPU's default inference precision.
+
+The model is read with ``Core.read_model`` from the ONNX file rather than
+``openvino.convert_model``: the same graph ONNX Runtime runs, and no call into
+OpenVINO's Python conversion tools, whose telemetry asks for consent. resnetkit
+never gives that consent, and never runs ``opt_in_out`` (its ``--opt_out``
+itself sends an event).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from .base import BuildRequest, Engine, EngineError, Runner, as_numpy_batches, new_workdir, thread_count
+
+_PRECISION = {"fp32": "f32", "bf16": "bf16"}
+
+
+def compile_config(dtype: str) -> dict[str, Any]:
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": thread_count()}
+    if dtype in _PRECISION:
+        config["INFERENCE_PRECISION_HINT"] = _PRECISION[dtype]
+    return config
+
+
+class OpenVinoRunner(Runner):
+    def __init__(self, ov_model: Any, dtype: str) -> None:
+        import openvino as ov
+
+        self.ov_model, self.dtype = ov_model, dtype
+        self.config = compile_config(dtype)
+        self.compiled = ov.Core().compile_model(ov_model, "CPU", self.config)
+        self.request = self.compiled.create_infer_request()
+        self.outputs = list(self.compiled.outputs)
+        self.dynamic_batch = ov_model.inputs[0].get_partial_shape()[0].is_dynamic
+
+    def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
+        res = self.request.infer(x.detach().float().contiguous().numpy(), share_inputs=True, share_outputs=False)
+        return [torch.from_numpy(res[o]) for o in self.outputs]
+
+    def describe(self) -> dict[str, Any]:
+        import openvino as ov
+
+        precision = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+        return {"engine": f"openvino {ov.get_version().split('-')[0]}", "device": "CPU",
+                "threads": self.compiled.get_property("INFERENCE_NUM_THREADS"),
+                "performance_hint": str(self.compiled.get_property("PERFORMANCE_HINT")),
+                "compute": ("int8 (NNCF post-training quantization), other layers " if self.dtype == "int8" else "")
+                + getattr(precision, "to_string", lambda: str(precision))()}
+
+    def save(self, directory: str) -> list[str]:
+        import openvino as ov
+
+        # compress_to_fp16 would store fp32 weights as fp16: keep the model exactly as it was built.
+        ov.save_model(self.ov_model, os.path.join(directory, "model.xml"), compress_to_fp16=False)
+        return ["model.xml", "model.bin"]
+
+
+def nncf_quantize(ov_model: Any, calibration: list[torch.Tensor]) -> Any:
+    """NNCF's post-training int8 quantization of an OpenVINO model, on every calibration batch.
+
+    Its progress bars, INFO lines and torch's "no CUDA runtime" notice (NNCF
+    imports torch's extension loader) are not the user's business: kept quiet.
+    """
+    import contextlib
+    import io
+    import logging
+
+    quiet = [logging.getLogger(n) for n in ("nncf", "torch.utils.cpp_extension")]
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            import nncf
+
+            batches = as_numpy_batches(calibration)
+            return nncf.quantize(ov_model, nncf.Dataset(batches), subset_size=len(batches),
+                                 preset=nncf.QuantizationPreset.PERFORMANCE)
+    finally:
+        for q, level in zip(quiet, levels):
+            q.setLevel(level)
+
+
+class OpenVinoEngine(Engine):
+    name = "openvino"
+    packages = ("openvino", "onnx")
+    file_format = "openvino"
+
+    def packages_for(self, dtype: str | None) -> tuple[str, ...]:
+        return ("nncf",) if dtype == "int8" else ()
+
+    def version(self) -> str:
+        import openvino as ov
+
+        return ov.get_version()
+
+    def build(self, request: BuildRequest) -> OpenVinoRunner:
+        import openvino as ov
+
+        from ..onnx import export_onnx
+
+        workdir = new_workdir(request, "openvino")
+        path = export_onnx(request.model, os.path.join(workdir, "model.onnx"), request.input_size)
+        ov_model = ov.Core().read_model(path)
+        if request.dtype == "int8":
+            ov_model = nncf_quantize(ov_model, request.calibration)
+        return OpenVinoRunner(ov_model, request.dtype)
+
+    def load(self, directory: str, meta: dict[str, Any]) -> OpenVinoRunner:
+        import openvino as ov
+
+        files = [f for f in ("model.xml", "model.onnx") if os.path.isfile(os.path.join(directory, f))]
+        if not files:
+            raise EngineError(f"{directory} holds neither model.xml nor model.onnx")
+        return OpenVinoRunner(ov.Core().read_model(os.path.join(directory, files[0])), meta["dtype"])

@@ -1,0 +1,105 @@
+"""``InferenceModel``: what ``optimize_for_inference`` and ``load_inference`` return, whatever the engine.
+
+Called like the model: a float32 N×C×H×W torch tensor in, float32 torch
+tensor(s) out in the model's own structure (a tensor for a classifier, a list
+for a ``features_only`` backbone). ``.backend``/``.dtype`` say what runs,
+``.report`` (``backend="auto"``/``dtype="auto"``) what else was tried.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from .engines.base import EngineError, Runner
+
+# Attributes of the source model that stay readable on the inference model.
+KEPT_ATTRIBUTES = ("feature_info", "num_classes", "default_input_size", "num_features")
+
+
+def _size(s: Sequence[int]) -> str:
+    return "×".join(map(str, s))
+
+
+class InferenceModel(nn.Module):
+    """Eval-only, engine-backed stand-in for a model. See the module docstring."""
+
+    def __init__(self, runner: Runner, backend: str, dtype: str, input_size: Sequence[int] | None,
+                 structure: str, attributes: dict[str, Any] | None = None, report: Any = None,
+                 meta: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.runner = runner
+        if isinstance(runner.__dict__.get("module"), nn.Module):
+            self.module = runner.module  # registered: state_dict(), modules() and copies see the torch graph
+        self.backend, self.dtype = backend, dtype
+        self.input_size = tuple(input_size) if input_size else None
+        self.structure = structure
+        self.report = report
+        self.meta = dict(meta or {})
+        self._kept = dict(attributes or {})
+        super().train(False)
+
+    # -------------------------------------------------------------- calling
+    def _check_input(self, x: Any) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"expected a float32 torch tensor N×C×H×W, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"expected a float tensor (normalised images), got {x.dtype}")
+        if x.ndim != 4:
+            raise ValueError(f"expected an N×C×H×W batch, got shape {tuple(x.shape)}")
+        if self.input_size is not None and self.backend != "torch":
+            n, *chw = self.input_size
+            if tuple(x.shape[1:]) != tuple(chw):
+                raise EngineError(f"this {self.backend} model was built for {_size(chw)} inputs and got "
+                                  f"{_size(x.shape[1:])}; rebuild it with input_size=(N, {', '.join(map(str, x.shape[1:]))})")
+            if not self.runner.dynamic_batch and x.shape[0] != n:
+                raise EngineError(f"this {self.backend} model was built for batch {n} and got {x.shape[0]}; "
+                                  f"rebuild it with input_size=({x.shape[0]}, {', '.join(map(str, chw))})")
+        return x if x.dtype == torch.float32 else x.float()
+
+    def forward(self, x: torch.Tensor) -> Any:
+        outs = self.runner(self._check_input(x))
+        if self.structure == "tensor":
+            return outs[0]
+        return tuple(outs) if self.structure == "tuple" else list(outs)
+
+    # -------------------------------------------------------------- the rest
+    def train(self, mode: bool = True) -> "InferenceModel":
+        if mode:
+            raise RuntimeError("an optimize_for_inference model is eval-only (BatchNorms folded, weights "
+                               "compiled for an engine); train the original model instead")
+        return super().train(False)
+
+    def describe(self) -> dict[str, Any]:
+        """Backend, precision, input size and what the engine reports about itself."""
+        return {"backend": self.backend, "dtype": self.dtype,
+                "input_size": list(self.input_size) if self.input_size else None, **self.runner.describe()}
+
+    def extra_repr(self) -> str:
+        size = f", input_size={_size(self.input_size)}" if self.input_size else ""
+        return f"backend={self.backend!r}, dtype={self.dtype!r}{size}"
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            kept = self.__dict__.get("_kept", {})
+            if name in kept:
+                return kept[name]
+            raise
+
+
+def output_structure(out: Any) -> str:
+    if isinstance(out, torch.Tensor):
+        return "tensor"
+    if isinstance(out, tuple):
+        return "tuple"
+    if isinstance(out, list):
+        return "list"
+    raise TypeError(f"optimize_for_inference supports models returning a tensor or a list/tuple of tensors, "
+                    f"not {type(out).__name__}")
+
+
+def kept_attributes(model: nn.Module) -> dict[str, Any]:
+    return {k: getattr(model, k) for k in KEPT_ATTRIBUTES if hasattr(model, k)}
