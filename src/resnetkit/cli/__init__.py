@@ -6,6 +6,8 @@ import argparse
 import importlib
 import sys
 
+from ..deploy.engines.base import MissingEngineError
+
 # Subcommand modules, in the order ``resnetkit --help`` lists them.
 COMMANDS = ["list_cmd", "summary_cmd", "bench_cmd", "train_cmd"]
 
@@ -31,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except (CLIError, ValueError, TypeError, FileNotFoundError, KeyError) as e:
+    except (CLIError, ValueError, TypeError, FileNotFoundError, KeyError, MissingEngineError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"resnetkit {args.command}: error: {msg}", file=sys.stderr)
         return 2
