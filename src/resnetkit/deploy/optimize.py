@@ -96,13 +96,13 @@ def _candidates(backend: str | Sequence[str], dtype: str, compile: bool) -> list
 def _build(c: Candidate, model: nn.Module, size: tuple[int, ...], calib: list[torch.Tensor] | None,
            options: dict[str, Any], outputs: list[str], workdir: str | None) -> None:
     engine = get_engine(c.backend)
-    opts = {**options, "compile": c.variant == "compiled" or (options.get("compile") and c.backend == "torch")}
+    opts = {**options, "compile": c.variant == "compiled"}
     t = time.perf_counter()
     c.runner = engine.build(BuildRequest(model, c.dtype, size, calib, outputs, workdir, opts))
     c.build_s = time.perf_counter() - t
 
 
-def _screen(c: Candidate, engine_ok: bool, calib: list[torch.Tensor] | None) -> bool:
+def _screen(c: Candidate, calib: list[torch.Tensor] | None) -> bool:
     """Mark candidates that cannot be built here; True if it can."""
     engine = get_engine(c.backend)
     if c.dtype not in engine.dtypes:
@@ -111,7 +111,7 @@ def _screen(c: Candidate, engine_ok: bool, calib: list[torch.Tensor] | None) -> 
         c.status, c.note = "not installed", f"needs {', '.join(engine.missing(c.dtype))}"
     elif c.dtype == "int8" and calib is None:
         c.status, c.note = "skipped", "int8 needs calibration data"
-    return c.status == "pending" and engine_ok
+    return c.status == "pending"
 
 
 def optimize_for_inference(model: nn.Module, dtype: torch.dtype | str = "fp32",
@@ -166,19 +166,26 @@ def optimize_for_inference(model: nn.Module, dtype: torch.dtype | str = "fp32",
         ref_out = model(x.float())
         structure = output_structure(ref_out)
         outputs = ["logits"] if structure == "tensor" else [f"feat{i}" for i in range(len(flat_outputs(ref_out)))]
-        options = {"channels_last": channels_last, "compile": compile}
+        options = {"channels_last": channels_last, "example_input": example_input}
         if not auto:
-            c = Candidate(get_engine(backend).name, dtype)
-            _build(c, model, size, calib, {**options, "example_input": example_input}, outputs, workdir)
+            name = get_engine(backend).name
+            c = Candidate(name, dtype, "compiled" if compile and name == "torch" else "")
+            _build(c, model, size, calib, options, outputs, workdir)
             return InferenceModel(c.runner, c.backend, c.dtype, size, structure, kept_attributes(model))
 
-        check = torch.cat(calib)[:8] if calib else x
+        # Candidates only ever see the built shape: oneDNN's packed weights and compiled graphs are
+        # specialised for it, and a second shape would make torch.compile recompile with a dynamic batch.
+        n = size[0]
+        pool = torch.cat(calib) if calib else None
+        check = pool[:n] if pool is not None and len(pool) >= n else x
         ref_check = model(check)
         classifier = structure == "tensor" and ref_out.ndim == 2
-        ref_top1 = torch.cat([model(b).argmax(1) for b in calib]) if (calib and classifier and dtype == "auto") else None
+        agree_on = list(pool[:len(pool) // n * n].split(n)) if pool is not None and len(pool) >= n else None
+        ref_top1 = (torch.cat([model(b).argmax(1) for b in agree_on])
+                    if agree_on and classifier and dtype == "auto" else None)
         candidates = _candidates(backend, dtype, compile)
         for c in candidates:
-            if not _screen(c, True, calib):
+            if not _screen(c, calib):
                 continue
             try:
                 _build(c, model, size, calib, options, outputs, workdir)
@@ -191,7 +198,7 @@ def optimize_for_inference(model: nn.Module, dtype: torch.dtype | str = "fp32",
                 c.status, c.note = "inaccurate", f"deviation above {TOLERANCE[c.dtype]:g}"
                 continue
             if ref_top1 is not None:
-                c.agreement = top1_agreement(ref_top1, c.runner, calib)
+                c.agreement = top1_agreement(ref_top1, c.runner, agree_on)
                 if 100 * (1 - c.agreement) > accuracy_budget:
                     c.status, c.note = "inaccurate", f"top-1 agreement below {100 - accuracy_budget:g}%"
                     continue

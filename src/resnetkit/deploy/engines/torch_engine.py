@@ -108,7 +108,9 @@ class TorchEngine(Engine):
     def build(self, request: BuildRequest) -> TorchRunner:
         opts = request.options
         channels_last = opts.get("channels_last", True)
-        example = torch.randn(min(2, request.input_size[0]), *request.input_size[1:])
+        example = opts.get("example_input")
+        if example is None:
+            example = torch.randn(min(2, request.input_size[0]), *request.input_size[1:])
         if request.dtype == "int8":
             from ..quantize import quantize_int8
 
