@@ -25,6 +25,7 @@ def _model_arg(text: str) -> tuple[str, Any]:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from ..train.config import OPTIMIZERS, SCHEDULES, TrainConfig
+    from .export_cmd import add_backend_arguments
 
     d = TrainConfig()
     p = sub.add_parser("train", help="train a model (default: d2l_resnet18 on the embedded MNIST digits)",
@@ -65,20 +66,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("eval", help="accuracy and confusion matrix of a trained checkpoint",
                        description="Evaluate best.safetensors (or last.pt, or a run folder) on a dataset's test "
                        "split: prints accuracy and the confusion matrix, and saves it as a PNG.")
-    e.add_argument("--checkpoint", required=True, help="best.safetensors / last.pt written by `resnetkit train`")
+    e.add_argument("--checkpoint", required=True, help="best.safetensors / last.pt written by `resnetkit train`, "
+                   "or a folder written by `resnetkit export`")
     e.add_argument("--data", default=None, help=_DATA_HELP + " (default: the data it was trained on)")
     e.add_argument("--split", choices=("test", "train"), default="test")
     e.add_argument("--batch-size", type=int, default=256)
     e.add_argument("--device", default="auto")
     e.add_argument("--confusion-png", default=None,
                    help="where to save the confusion matrix (default: confusion.png next to the checkpoint)")
+    add_backend_arguments(e)
     e.set_defaults(func=run_eval)
 
     q = sub.add_parser("predict", help="top-k classes of image files with a trained checkpoint")
-    q.add_argument("--checkpoint", required=True, help="best.safetensors / last.pt written by `resnetkit train`")
+    q.add_argument("--checkpoint", required=True, help="best.safetensors / last.pt written by `resnetkit train`, "
+                   "or a folder written by `resnetkit export`")
     q.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any size; resized as in training)")
     q.add_argument("--topk", type=int, default=3)
     q.add_argument("--device", default="auto")
+    add_backend_arguments(q)
     q.set_defaults(func=run_predict)
 
 
@@ -128,12 +133,13 @@ def run_train(args: argparse.Namespace) -> int:
 
 @_guard
 def run_eval(args: argparse.Namespace) -> int:
-    from ..train import InputSpec, evaluate, load_dataset, load_trained
+    from ..train import InputSpec, evaluate, load_dataset
     from ..train.checkpoint import plot_confusion
-    from ..train.distributed import resolve_device
+    from .export_cmd import inference_model
 
-    device = resolve_device(args.device)
-    model, meta = load_trained(args.checkpoint, device)
+    model, meta, device, running = inference_model(args, batch=args.batch_size)
+    if running:
+        print(running, flush=True)
     spec = InputSpec.from_dict(meta["input"])
     data = args.data or meta.get("data") or "mnist5k"
     dataset = load_dataset(data, args.split, image_size=spec.image_size)
@@ -156,13 +162,14 @@ def run_eval(args: argparse.Namespace) -> int:
 
 @_guard
 def run_predict(args: argparse.Namespace) -> int:
-    from ..train import load_trained, predict
-    from ..train.distributed import resolve_device
+    from ..train import predict
+    from .export_cmd import inference_model
 
     if args.topk < 1:
         raise CLIError(f"--topk must be >= 1, got {args.topk}")
-    device = resolve_device(args.device)
-    model, meta = load_trained(args.checkpoint, device)
+    model, meta, device, running = inference_model(args, batch=len(args.images))
+    if running:
+        print(running, flush=True)
     for path, top in zip(args.images, predict(model, args.images, meta, args.topk, device)):
         print(f"{path}: " + ", ".join(f"{name} {100 * p:.2f}%" for name, p in top))
     return 0
