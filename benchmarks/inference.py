@@ -1,51 +1,54 @@
-"""The README's inference table: resnetkit vs torchvision/timm eager fp32 vs ONNX Runtime, side by side.
+"""The README's inference table: resnetkit against every peer, each engine set up as its own documentation says.
 
-For each model and batch size, every contender runs in ONE process on the same
-input, alternating after warm-up (``resnetkit.deploy.bench.time_alternating``),
-so ratios hold even when other processes load the machine. Contenders:
-torchvision's (timm's for GhostNet) eager fp32 NCHW model = 1.00×; resnetkit
-fp32 / bf16 (eager, and compiled with inductor freezing) and int8 (FX, x86);
-ONNX Runtime fp32 and int8 (static QDQ). Then an accuracy check on real MNIST
-digits (a ResNet-18 trained here for a few epochs) and a profiler breakdown of
-the depthwise nets. Everything is written to ``benchmarks/results.md``.
+For each model, batch size and precision, every contender runs in ONE process on
+the same input (``resnetkit.deploy.bench.contenders``), timed in rotating
+blocks (``time_contenders``: engine threads that keep spinning after a call do
+not slow the next contender). Contenders: torchvision's (timm's for GhostNet)
+eager fp32 model = 1.00×; ``torch.compile`` of that model with inductor
+freezing in the precision; ONNX Runtime and OpenVINO on that model in their own
+documented setup; resnetkit's ``optimize_for_inference`` on each engine; and
+resnetkit's ``backend="auto"``. Each cell compares auto with the best peer
+(eager, torch.compile, ORT own, OpenVINO own); the geometric means over all
+cells close the table. Then an accuracy check on real MNIST digits (a model
+trained here) on every engine and precision, and a profile of the depthwise
+nets. Everything is written to ``benchmarks/results.md``.
 
-    python benchmarks/inference.py            # full run (about 15-25 min on 2 cores)
-    python benchmarks/inference.py --quick    # resnet18 only, few iterations (about 2 min)
+Compiling takes tens of seconds per model and precision on 2 cores: the full
+run takes about an hour or more. Each finished cell is saved to a state file
+(``benchmarks/results.json``) at once, and results.md rewritten; a rerun skips
+the cells already there (``--fresh`` starts over), so an interrupted run resumes.
+
+    python benchmarks/inference.py                       # everything (resumable)
+    python benchmarks/inference.py --quick               # resnet18, batch 1, few iterations (about 3 min)
+    python benchmarks/inference.py --models resnet50 --batches 16 --dtypes bf16 int8
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import gc
+import json
+import math
 import os
 import platform
 import sys
+import tempfile
 import time
 
 import torch
-from torch import nn
 
 import resnetkit as rk
-from resnetkit.deploy.bench import (Timing, count_macs, measure_ceiling, model_pair, ort_runner,
-                                    resnetkit_variant, time_alternating)
+from resnetkit.deploy.bench import (best_peer, contenders, count_macs, measure_ceiling, model_pair,
+                                    time_rows)
+from resnetkit.deploy.engines import ENGINES
+from resnetkit.deploy.peers import cpu_info, cpu_line, refuse_openvino_telemetry
 
 MODELS = ["resnet18", "resnet50", "mobilenet_v2", "ghostnet_100"]
-KINDS = {"fp32": "fp32", "fp32 compiled": "fp32", "bf16": "bf16", "bf16 compiled": "bf16", "int8": "int8",
-         "ORT fp32": "fp32", "ORT int8": "int8"}
-
-
-def machine() -> str:
-    cpu = platform.processor() or "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-        with open("/proc/cpuinfo") as f:
-            flags = next(line for line in f if line.startswith("flags")).split()
-        isa = [f for f in ("avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8") if f in flags]
-        cpu += f" ({', '.join(isa) or 'no AVX-512'})"
-    except (OSError, StopIteration):
-        pass
-    return (f"{cpu}; {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} threads, "
-            f"Python {platform.python_version()}")
+DTYPES = ["fp32", "bf16", "int8"]
+HERE = os.path.dirname(os.path.abspath(__file__))
+# Table columns: (heading, how to find the contender in a cell's rows)
+PEER_COLUMNS = [("torch.compile freezing", "torch.compile"), ("ORT own", "onnxruntime"),
+                ("OpenVINO own", "openvino")]
 
 
 def load() -> str:
@@ -55,97 +58,144 @@ def load() -> str:
         return "?"
 
 
-def contenders(name: str, batch: int, size: tuple[int, ...], args: argparse.Namespace,
-               workdir: str) -> tuple[dict, str, str, nn.Module]:
-    ref, baseline, ours, who = model_pair(name)
-    calib = torch.randn(max(16, batch), *size[1:])  # speed only; accuracy is checked on real digits below
-    runners = {baseline: ref}
-    for kind in ("fp32", "bf16"):
-        runners[f"{who} {kind}"] = resnetkit_variant(ours, kind)
-        if args.compile:
-            t = time.perf_counter()
-            runners[f"{who} {kind} compiled"] = resnetkit_variant(ours, kind, compile=True)
-            runners[f"{who} {kind} compiled"](torch.randn(size))  # compile now, outside the timing
-            print(f"    compiled {kind} in {time.perf_counter() - t:.0f} s", flush=True)
-    runners[f"{who} int8"] = resnetkit_variant(ours, "int8", calibration=calib)
-    if args.ort:
-        runners["ORT fp32"] = ort_runner(ours, size, workdir=os.path.join(workdir, f"{name}-fp32"))
-        runners["ORT int8"] = ort_runner(ours, size, int8=True, calibration=calib,
-                                         workdir=os.path.join(workdir, f"{name}-int8"))
-    return runners, baseline, who, ours
+def machine() -> str:
+    return (f"{cpu_line()}; torch {torch.__version__} with {torch.get_num_threads()} threads (every engine gets "
+            f"the same), Python {platform.python_version()}")
 
 
-def kind_of(label: str) -> str:
-    return next(k for suffix, k in sorted(KINDS.items(), key=lambda kv: -len(kv[0])) if label.endswith(suffix))
+# ----------------------------------------------------------------- one cell
+def run_cell(pair: tuple, name: str, batch: int, dtype: str, args: argparse.Namespace, workdir: str) -> dict:
+    """Build and time every contender for one (model, batch, precision); a JSON-able record."""
+    size = (batch, 3, 224, 224)
+    x = torch.randn(size, generator=torch.Generator().manual_seed(0))
+    t0 = time.perf_counter()
+    rows, ours = contenders(pair, dtype, x, list(ENGINES), compile_peer=args.compile, auto_budget_s=args.auto_budget,
+                            workdir=os.path.join(workdir, f"{name}-{batch}-{dtype}"),
+                            progress=lambda msg: print(f"    {msg}", flush=True))
+    built_s = time.perf_counter() - t0
+    iters = args.iters * (3 if batch == 1 else 1)  # batch-1 calls are short and noisy: take more
+    print(f"    timing {sum(r.runner is not None for r in rows)} contenders, {iters} calls each ...", flush=True)
+    timings = time_rows(rows, x, iters, args.warmup)
+    macs = count_macs(ours, size)
+    out = {"model": name, "batch": batch, "dtype": dtype, "macs": macs, "iters": iters, "build_s": built_s,
+           "time_s": time.perf_counter() - t0, "load": load(), "date": str(datetime.date.today()), "rows": []}
+    for r in rows:
+        t = timings.get(r.label)
+        out["rows"].append({"label": r.label, "kind": r.kind, "engine": r.engine, "dtype": r.dtype,
+                            "status": r.status, "note": r.note, "build_s": round(r.build_s, 1),
+                            "img_s": t.images_per_s if t else None, "median_ms": 1e3 * t.median if t else None,
+                            "p90_ms": 1e3 * t.p90 if t else None})
+    peer = best_peer(rows, timings)
+    auto = rows[-1]
+    if peer is not None and auto.label in timings:
+        out["auto_vs_best_peer"] = timings[auto.label].images_per_s / timings[peer.label].images_per_s
+        out["best_peer"] = peer.label
+    base = timings[rows[0].label].images_per_s
+    for r in rows:
+        if r.label in timings:
+            ips = timings[r.label].images_per_s
+            print(f"    {r.label:34s}{ips:8.1f} img/s {ips / base:6.2f}x  {r.note}", flush=True)
+    del rows, timings
+    gc.collect()  # free engine sessions (and their threads) before the next cell
+    return out
 
 
-def time_in_groups(runners: dict, x: torch.Tensor, iters: int, warmup: int) -> dict[str, Timing]:
-    """Time the PyTorch contenders (baseline included) in one alternating loop, then each ONNX
-    Runtime session on its own, right after.
-
-    An ORT session's worker threads keep spinning after each call (its fastest setting), which
-    steals the cores from whatever runs next: mixed into the loop they cut the eager baseline at
-    batch 1 to a third, and two sessions side by side slowed each other. Alone, each runs at its best.
-    """
-    ort = [k for k in runners if k.startswith("ORT")]
-    timings = time_alternating({k: v for k, v in runners.items() if k not in ort}, x, iters=iters, warmup=warmup)
-    for k in ort:
-        timings.update(time_alternating({k: runners[k]}, x, iters=iters, warmup=warmup))
-    return {k: timings[k] for k in runners}  # in the table's column order
+# ------------------------------------------------------------------- tables
+def _row(cell: dict, kind: str, engine: str | None = None) -> dict | None:
+    for r in cell["rows"]:
+        if r["kind"] == kind and (engine is None or r["engine"] == engine or r["engine"].startswith(f"{engine}:")):
+            return r
+    return None
 
 
-def speed_tables(args: argparse.Namespace, ceilings: dict[str, float], workdir: str) -> list[str]:
-    ratio_rows, detail_rows, columns = [], [], None
-    for name in args.models:
-        for batch in args.batches:
-            size = (batch, 3, 224, 224)
-            print(f"== {name} batch {batch}  (load {load()})", flush=True)
-            try:
-                runners, baseline, who, ours = contenders(name, batch, size, args, workdir)
-            except (ValueError, KeyError) as e:
-                print(f"    skipped: {e}")
+def _peer_row(cell: dict, peer: str) -> dict | None:
+    engine = "torch" if peer == "torch.compile" else peer
+    return _row(cell, "peer", engine)
+
+
+def _ratio(r: dict | None, base: float) -> str:
+    if r is None:
+        return "–"
+    if r["img_s"] is None:
+        return {"not offered": "n/o", "not installed": "n/i"}.get(r["status"], r["status"])
+    return f"{r['img_s'] / base:.2f}×"
+
+
+def speed_tables(cells: list[dict], ceilings: dict[str, float]) -> list[str]:
+    out: list[str] = []
+    engines = list(ENGINES)
+    for dtype in DTYPES:
+        mine = [c for c in cells if c["dtype"] == dtype]
+        if not mine:
+            continue
+        heads = ["eager fp32 img/s", *[h for h, _ in PEER_COLUMNS], *[f"resnetkit {e}" for e in engines],
+                 "resnetkit auto", "auto chose", "auto / best peer", "≥ 0.95"]
+        out += [f"### {dtype}: images/s as a multiple of eager fp32 (same process, same input)", "",
+                "| model | batch | " + " | ".join(heads) + " |", "|" + " --- |" * (len(heads) + 2)]
+        for c in mine:
+            base_row = c["rows"][0]
+            base = base_row["img_s"]
+            auto = _row(c, "auto")
+            vs = c.get("auto_vs_best_peer")
+            chose = auto["note"].replace("chose ", "") if auto and auto["img_s"] else (auto or {}).get("note", "–")
+            cols = [f"{base:.1f}", *[_ratio(_peer_row(c, p), base) for _, p in PEER_COLUMNS],
+                    *[_ratio(_row(c, "resnetkit", e), base) for e in engines], _ratio(auto, base), chose,
+                    f"{vs:.2f} ({c['best_peer']})" if vs else "–",
+                    ("yes" if vs >= 0.95 else "**no**") if vs else "–"]
+            ref = "" if base_row["label"].startswith("torchvision") else " (timm)"
+            out.append(f"| {c['model']}{ref} | {c['batch']} | " + " | ".join(cols) + " |")
+        out.append("")
+    # geometric means of auto against each single peer
+    peers = [("eager fp32", lambda c: c["rows"][0])] + [(f"{h}", (lambda p: lambda c: _peer_row(c, p))(p))
+                                                        for h, p in PEER_COLUMNS]
+    lines = ["### resnetkit auto against each peer: geometric mean over the cells above", "",
+             "| peer | cells | geometric mean of auto / peer | cells where auto ≥ 0.95× that peer |",
+             "| --- | --- | --- | --- |"]
+    for head, get in peers + [("best peer of each cell", None)]:
+        ratios = []
+        for c in cells:
+            auto = _row(c, "auto")
+            if not auto or not auto["img_s"]:
                 continue
-            iters = args.iters * (3 if batch == 1 else 1)  # batch-1 calls are short and noisy: take more
-            timings = time_in_groups(runners, torch.randn(size), iters, args.warmup)
-            macs = count_macs(ours, size)
-            base = timings[baseline].images_per_s
-            cols = [lbl.replace(f"{who} ", "") for lbl in runners if lbl != baseline]
-            columns = columns or cols
-            ratio_rows.append(f"| {name}{'' if who == 'resnetkit' else '†'} | {batch} | {base:.1f} | " + " | ".join(
-                f"{timings[lbl].images_per_s / base:.2f}×" for lbl in runners if lbl != baseline) + " |")
-            for lbl, t in timings.items():
-                kind = "fp32" if lbl == baseline else kind_of(lbl)
-                gflops = 2 * macs * t.images_per_s / 1e9
-                detail_rows.append(f"| {name} | {batch} | {lbl} | {t.images_per_s:.1f} | {1e3 * t.median:.1f} | "
-                                   f"{1e3 * t.p90:.1f} | {gflops:.0f} | {100 * gflops / ceilings[kind]:.0f}% {kind} | "
-                                   f"{t.images_per_s / base:.2f}× |")
-            for lbl, t in timings.items():
-                print(f"    {lbl:32s}{t.images_per_s:8.1f} img/s  {t.images_per_s / base:6.2f}×", flush=True)
-    if columns is None:
-        return ["No model could be benchmarked."]
-    return [
-        "### Speed-up over torchvision/timm eager fp32 (images/s ratio, same process, alternating)",
-        "",
-        "| model | batch | eager fp32 img/s | " + " | ".join(columns) + " |",
-        "| --- | --- | --- | " + " | ".join("---" for _ in columns) + " |",
-        *ratio_rows,
-        "",
-        *(["† resnetkit does not register this model yet: the optimisations were applied to the reference model.",
-           ""] if any("†" in r for r in ratio_rows) else []),
-        "### Details: latency, achieved GFLOP/s (2 × MACs) and share of the measured ceiling",
-        "",
-        "| model | batch | contender | img/s | median ms | p90 ms | GFLOP/s | of ceiling | × eager |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-        *detail_rows,
-    ]
+            if get is None:
+                if c.get("auto_vs_best_peer"):
+                    ratios.append(c["auto_vs_best_peer"])
+                continue
+            p = get(c)
+            if p and p["img_s"]:
+                ratios.append(auto["img_s"] / p["img_s"])
+        if ratios:
+            g = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+            lines.append(f"| {head} | {len(ratios)} | {g:.2f}× | {sum(r >= 0.95 for r in ratios)} of {len(ratios)} |")
+    out += lines + [""]
+    out += ["### Details: latency, achieved GFLOP/s (2 × MACs) against the measured ceiling, build time", "",
+            "| model | batch | precision | contender | img/s | median ms | p90 ms | GFLOP/s | of ceiling | × eager | "
+            "built in s | note |", "|" + " --- |" * 12]
+    for c in cells:
+        base = c["rows"][0]["img_s"]
+        for r in c["rows"]:
+            if r["img_s"] is None:
+                out.append(f"| {c['model']} | {c['batch']} | {c['dtype']} | {r['label']} | {r['status']} | | | | | | | "
+                           f"{r['note']} |")
+                continue
+            gflops = 2 * c["macs"] * r["img_s"] / 1e9
+            ceil = ceilings.get(r["dtype"])
+            pct = f"{100 * gflops / ceil:.0f}% {r['dtype']}" if ceil else "–"
+            out.append(f"| {c['model']} | {c['batch']} | {c['dtype']} | {r['label']} | {r['img_s']:.1f} | "
+                       f"{r['median_ms']:.1f} | {r['p90_ms']:.1f} | {gflops:.0f} | {pct} | {r['img_s'] / base:.2f}× | "
+                       f"{r['build_s']:.0f} | {r['note']} |")
+    return out
 
 
+# ----------------------------------------------------------------- accuracy
 def accuracy_table(args: argparse.Namespace, workdir: str) -> list[str]:
-    """Top-1 on the mnist5k test split of a model trained by ``resnetkit train``, in fp32, bf16 and int8.
+    """Top-1 on the mnist5k test split of a model trained by ``resnetkit train``, on every engine and precision.
 
     ``--checkpoint`` takes a run's ``best.safetensors`` (e.g. ``runs/demo`` from
     ``make demo``); without it a model is trained here with the same code
-    (``resnetkit.fit``, defaults but ``--epochs``).
+    (``resnetkit.fit``, defaults but ``--epochs``). int8 calibrates on 512 real
+    training digits; ``dtype="auto"`` keeps a precision only within 0.5 points of
+    fp32's top-1 on them.
     """
     from resnetkit.train import evaluate, load_dataset, load_trained
     from resnetkit.train.transforms import InputSpec, prepare_batch
@@ -162,21 +212,30 @@ def accuracy_table(args: argparse.Namespace, workdir: str) -> list[str]:
     test = load_dataset(meta.get("data", "mnist5k"), "test")
     train = load_dataset(meta.get("data", "mnist5k"), "train")
     calibration = prepare_batch(train.images[:512], spec)  # 512 real training digits
-    variants = {
-        "fp32 (eager, unfused)": model,
-        "fp32 optimised": rk.optimize_for_inference(model),
-        "bf16 optimised": rk.optimize_for_inference(model, torch.bfloat16),
-        "int8 (static, 512 calibration images)": rk.quantize_int8(model, calibration),
-    }
+    size = (1, *calibration.shape[1:])
+    variants = {"fp32 eager (the trained model)": model}
+    for engine in ENGINES:
+        for dtype in DTYPES:
+            if dtype not in ENGINES[engine].dtypes or not ENGINES[engine].available(dtype):
+                continue
+            try:
+                variants[f"{engine} {dtype}"] = rk.optimize_for_inference(
+                    model, dtype, backend=engine, input_size=size,
+                    calibration=calibration if dtype == "int8" else None)
+            except Exception as e:  # noqa: BLE001 - report, keep going
+                print(f"    {engine} {dtype} failed: {type(e).__name__}: {e}", flush=True)
+    auto = rk.optimize_for_inference(model, "auto", backend="auto", input_size=size, calibration=calibration,
+                                     budget_s=5.0)
+    variants[f"auto (dtype and backend; chose {auto.backend} {auto.dtype})"] = auto
     accs = {k: 100 * evaluate(m, test, spec).accuracy for k, m in variants.items()}
-    ref = accs["fp32 (eager, unfused)"]
+    ref = accs["fp32 eager (the trained model)"]
     rows = [f"| {k} | {a:.2f} | {a - ref:+.2f} |" for k, a in accs.items()]
     return [f"### Accuracy: {meta['model']} trained by `resnetkit train` ({path}), top-1 on the "
             f"{len(test):,} test digits", "", "| variant | top-1 % | change (points) |", "| --- | --- | --- |", *rows]
 
 
 def profile_tables(args: argparse.Namespace) -> list[str]:
-    """Where the time goes in the depthwise nets: self CPU time per op, resnetkit fp32 and bf16, batch 16."""
+    """Where the time goes in the depthwise nets: self CPU time per op, resnetkit's torch engine, batch 16."""
     out = []
     for name in [m for m in args.models if m in ("mobilenet_v2", "ghostnet_100")]:
         try:
@@ -184,15 +243,15 @@ def profile_tables(args: argparse.Namespace) -> list[str]:
         except (ValueError, KeyError):
             continue
         x = torch.randn(16, 3, 224, 224)
-        for kind in ("fp32", "bf16"):
-            model = resnetkit_variant(ours, kind)
+        for dtype in ("fp32", "bf16"):
+            model = rk.optimize_for_inference(ours, dtype, backend="torch", input_size=tuple(x.shape))
             model(x)
             with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
                 for _ in range(3):
                     model(x)
             events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
             total = sum(e.self_cpu_time_total for e in events)
-            out += [f"### {name} ({who}) {kind}, batch 16: self CPU time by op (3 calls)", "",
+            out += [f"### {name} ({who}, torch engine) {dtype}, batch 16: self CPU time by op (3 calls)", "",
                     "| op | calls | self CPU ms | share |", "| --- | --- | --- | --- |"]
             out += [f"| {e.key} | {e.count} | {e.self_cpu_time_total / 1e3:.1f} | "
                     f"{100 * e.self_cpu_time_total / total:.0f}% |" for e in events[:10]]
@@ -200,56 +259,126 @@ def profile_tables(args: argparse.Namespace) -> list[str]:
     return out
 
 
+# -------------------------------------------------------------------- state
+def read_state(path: str | None, cpu: str) -> dict:
+    if not path or not os.path.exists(path):
+        return {"cpu": cpu, "cells": {}}
+    with open(path) as f:
+        state = json.load(f)
+    if state.get("cpu") != cpu:
+        print(f"{path} was measured on {state.get('cpu')!r}, not this CPU: starting over", flush=True)
+        return {"cpu": cpu, "cells": {}}
+    return state
+
+
+def write_state(path: str | None, state: dict) -> None:
+    if not path:
+        return
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(state, f, indent=1)
+    os.replace(tmp, path)
+
+
+def write_results(args: argparse.Namespace, argv: list[str], ceilings: dict, cells: list[dict],
+                  extra: list[str], load_before: str, started: float, todo: int) -> None:
+    dates = sorted({c["date"] for c in cells}) or [str(datetime.date.today())]
+    lines = ["# Inference benchmark", "",
+             f"Generated by `{' '.join(['python', 'benchmarks/inference.py', *argv])}` "
+             f"on {dates[0] if len(dates) == 1 else dates[0] + ' to ' + dates[-1]}.", "",
+             f"Machine: {machine()}. Input 3×224×224, random weights (speed does not depend on them); int8 is "
+             "calibrated on random data (speed only: accuracy is checked on real digits below).",
+             "Ceilings measured at start (3×3 conv 256ch channels_last; int8: torch._int_mm): "
+             + ", ".join(f"{k} {v:.0f} G{'OP' if k == 'int8' else 'FLOP'}/s" for k, v in ceilings.items()) + ".",
+             f"Each contender: {args.warmup} warm-up calls, then {args.iters} timed calls ({3 * args.iters} at batch "
+             "1) in 5 rotating blocks per cell, each block after a 50 ms pause and one untimed re-warm call (ONNX "
+             "Runtime's and OpenVINO's threads keep spinning after a call: blocks keep that off the next "
+             "contender). "
+             "Median latency. Peers: eager fp32 (1.00×), torch.compile with inductor freezing (bf16: weights "
+             "cast first), ONNX Runtime (legacy export opset 17, ORT_ENABLE_ALL; int8 quant_pre_process + "
+             "static QDQ per-channel) and OpenVINO (convert_model, LATENCY, precision hint; int8 NNCF), each "
+             "on the reference model with the same thread count. resnetkit auto = "
+             f"`optimize_for_inference(backend=\"auto\", dtype=<that precision>, budget_s={args.auto_budget:g})`. "
+             "n/o = the engine does not offer that precision. Runs on a shared machine: absolute figures move "
+             "±10–25% between runs; ratios within a cell are what counts.", ""]
+    if todo:
+        lines += [f"**Partial: {len(cells)} of {len(cells) + todo} cells so far** "
+                  f"({time.perf_counter() - started:.0f} s into this run).", ""]
+    lines += speed_tables(cells, ceilings) if cells else ["No cell measured yet."]
+    lines += extra
+    lines += ["", f"Load average (1/5/15 min) at start: {load_before}; now: {load()}."]
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="resnet18 only, 4 iterations, 1 training epoch")
+    p.add_argument("--quick", action="store_true",
+                   help="resnet18, batch 1, 3 iterations, auto budget 5 s, no state file, no accuracy check")
     p.add_argument("--models", nargs="+", default=MODELS)
     p.add_argument("--batches", nargs="+", type=int, default=[1, 16])
-    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--dtypes", nargs="+", choices=DTYPES, default=DTYPES)
+    p.add_argument("--iters", type=int, default=10, help="timed calls per contender (x3 at batch 1)")
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--auto-budget", type=float, default=30.0,
+                   help="budget_s of resnetkit's backend='auto' (default 30, the API's)")
+    p.add_argument("--no-compile", dest="compile", action="store_false", help="skip the torch.compile peer")
+    p.add_argument("--state", default=None,
+                   help="JSON file of finished cells, for resuming "
+                   "(default benchmarks/results.json; none with --quick)")
+    p.add_argument("--fresh", action="store_true", help="ignore cells already in the state file")
     p.add_argument("--epochs", type=int, default=3, help="training epochs for the accuracy check")
     p.add_argument("--checkpoint", default=None,
                    help="best.safetensors of a `resnetkit train` run for the accuracy check (default: train here)")
-    p.add_argument("--no-compile", dest="compile", action="store_false", help="skip torch.compile contenders")
-    p.add_argument("--no-ort", dest="ort", action="store_false", help="skip ONNX Runtime")
     p.add_argument("--no-accuracy", dest="accuracy", action="store_false")
     p.add_argument("--no-profile", dest="profile", action="store_false")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.md"))
+    p.add_argument("--out", default=os.path.join(HERE, "results.md"))
     args = p.parse_args(argv)
     if args.quick:
-        args.models, args.iters, args.epochs = ["resnet18"], 4, 1
+        args.models, args.batches, args.iters, args.accuracy = ["resnet18"], [1], 3, False
+        args.auto_budget = min(args.auto_budget, 5.0)
+    state_path = args.state or (None if args.quick else os.path.join(HERE, "results.json"))
     if args.threads:
         torch.set_num_threads(args.threads)
-    # Every family shares ResidualNet.forward, and dynamo stops compiling a code object after 8 variants
-    # (falling back to eager without an error): this run compiles 4 models × 2 batches × 2 dtypes.
-    torch._dynamo.config.recompile_limit = 64
-    import tempfile
-
+    refuse_openvino_telemetry()  # before anything imports OpenVINO's converter or NNCF
     workdir = tempfile.mkdtemp(prefix="resnetkit-bench-")
-    load_before = load()
-    ceilings = {k: measure_ceiling(k, seconds=1.0) for k in ("fp32", "bf16", "int8")}
+    started, load_before = time.perf_counter(), load()
+    ceilings = {k: measure_ceiling(k, seconds=1.0) for k in DTYPES}
+    print(machine(), flush=True)
     print("ceilings: " + ", ".join(f"{k} {v:.0f}" for k, v in ceilings.items()), flush=True)
-    lines = ["# Inference benchmark", "",
-             f"Generated by `{' '.join(['python', 'benchmarks/inference.py', *(argv or sys.argv[1:])])}` on "
-             f"{datetime.date.today()}.", "",
-             f"Machine: {machine()}. Input 3×224×224, random weights (speed does not depend on them).",
-             f"Ceilings measured at start (3×3 conv 256ch channels_last; int8: torch._int_mm): " +
-             ", ".join(f"{k} {v:.0f} G{'OP' if k == 'int8' else 'FLOP'}/s" for k, v in ceilings.items()) + ".",
-             f"Median of {args.iters} alternating calls ({3 * args.iters} at batch 1) after {args.warmup} warm-up "
-             "calls each. Each ONNX Runtime "
-             "session is timed on its own right after the others: its spinning threads would slow whichever "
-             "contender runs next.", ""]
-    body = speed_tables(args, ceilings, workdir)
+    state = read_state(state_path, cpu_info()[0])
+    if args.fresh:
+        state["cells"] = {}
+    keys = [(m, b, d) for m in args.models for b in args.batches for d in args.dtypes]
+    key = lambda m, b, d: f"{m}|{b}|{d}"  # noqa: E731
+    done = lambda: [state["cells"][key(*k)] for k in keys if key(*k) in state["cells"]]  # noqa: E731
+    todo = [k for k in keys if key(*k) not in state["cells"]]
+    print(f"{len(keys)} cells, {len(keys) - len(todo)} already in {state_path}; {len(todo)} to run", flush=True)
+    pairs: dict[str, tuple] = {}
+    for i, (name, batch, dtype) in enumerate(todo):
+        print(f"== [{i + 1}/{len(todo)}] {name} batch {batch} {dtype}  (load {load()}, "
+              f"{time.perf_counter() - started:.0f} s so far)", flush=True)
+        try:
+            if name not in pairs:
+                pairs = {name: model_pair(name)}  # one model's modules alive at a time
+        except (ValueError, KeyError) as e:
+            print(f"    skipped: {e}", flush=True)
+            continue
+        cell = run_cell(pairs[name], name, batch, dtype, args, workdir)
+        print(f"    cell done in {cell['time_s']:.0f} s", flush=True)
+        state["cells"][key(name, batch, dtype)] = cell
+        write_state(state_path, state)
+        write_results(args, argv, ceilings, done(), [], load_before, started, len(todo) - i - 1)
+    extra: list[str] = []
     if args.accuracy:
         print("== accuracy on MNIST", flush=True)
-        body += [""] + accuracy_table(args, workdir)
+        extra += [""] + accuracy_table(args, workdir)
     if args.profile:
-        body += [""] + profile_tables(args)
-    lines += body + ["", f"Load average (1/5/15 min) before: {load_before}; after: {load()}."]
-    with open(args.out, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print(f"wrote {args.out}")
+        extra += [""] + profile_tables(args)
+    write_results(args, argv, ceilings, done(), extra, load_before, started, 0)
+    print(f"wrote {args.out} ({time.perf_counter() - started:.0f} s)")
     return 0
 
 

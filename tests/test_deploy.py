@@ -1,4 +1,4 @@
-"""resnetkit.deploy: BatchNorm folding, optimize_for_inference, int8, ONNX export, ``resnetkit bench``.
+"""resnetkit.deploy: BatchNorm folding, optimize_for_inference, int8, ONNX export (``resnetkit bench``: test_bench.py).
 
 No timings here (benchmarks/inference.py measures speed); these tests check
 that every fast form computes what the original model computes.
@@ -263,29 +263,3 @@ def test_onnx_matches_in_onnxruntime(name, features_only, tmp_path):
 def test_onnx_rejects_bad_input_size(tmp_path):
     with pytest.raises(ValueError, match="N, C, H, W"):
         rk.export_onnx(_model("resnet18"), tmp_path / "m.onnx", input_size=(3, 224, 224))
-
-
-# ------------------------------------------------------------------ bench
-def test_count_macs_resnet50_matches_paper():
-    from resnetkit.deploy.bench import count_macs
-
-    # He et al. 2015 / torchvision: ResNet-50 = 4.09 G multiply-accumulates at 224×224.
-    assert round(count_macs(rk.create_model("resnet50"), (1, 3, 224, 224)) / 1e9, 2) == 4.09
-
-
-@pytest.mark.parametrize("dtype", ["fp32", "int8"])
-def test_bench_cli_end_to_end(dtype, capsys):
-    from resnetkit.cli import main
-
-    assert main(["bench", "resnet18", "--input", "1x3x32x32", "--iters", "2", "--warmup", "1",
-                 "--dtype", dtype]) == 0
-    out = capsys.readouterr().out
-    assert "torchvision eager fp32" in out and f"resnetkit {dtype}" in out
-    assert "img/s" in out and "speed-up" in out
-
-
-def test_bench_cli_bad_input(capsys):
-    from resnetkit.cli import main
-
-    assert main(["bench", "resnet18", "--input", "1x3x32"]) == 2
-    assert "1x3x224x224" in capsys.readouterr().err

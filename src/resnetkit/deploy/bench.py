@@ -1,21 +1,34 @@
 """The engine of ``resnetkit bench`` and ``benchmarks/inference.py``.
 
-Every contender runs in the same process on the same input, *alternating*
-(A, B, C, A, B, C, ... with the order rotated each round) after a warm-up, so
-that machine noise - other processes, frequency changes - hits all of them
-alike and the ratios stay meaningful even when absolute numbers drift.
-Achieved GFLOP/s are set against a ceiling measured on the spot: a
-channels_last 3×3 convolution for fp32/bf16 and ``torch._int_mm`` for int8.
+Every contender runs in the same process on the same input. They are timed
+in *rotating blocks* (A×k, B×k, C×k, then B, C, A, ...; each block after one
+untimed re-warm call) by :func:`~.autoselect.time_blocks`, the timer
+``backend="auto"`` uses: ONNX Runtime's and OpenVINO's worker threads keep
+spinning after a call, and single alternating calls would charge that to
+whichever contender runs next; a short idle pause before each block lets them
+settle. Rotation still spreads machine noise (other
+processes, frequency changes) over all of them, so the ratios hold when
+absolute numbers drift. Achieved GFLOP/s are set against a ceiling measured
+on the spot: a channels_last 3×3 convolution for fp32/bf16 and
+``torch._int_mm`` for int8.
+
+Contenders (:func:`contenders`): the reference model's eager fp32 run (the
+1.00× baseline), each engine configured as its own documentation says
+(:mod:`.peers`), resnetkit's ``optimize_for_inference`` on each engine, and
+resnetkit's ``backend="auto"``.
 """
 from __future__ import annotations
 
 import statistics
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
+
+from .peers import PEER_LABELS, Contender
 
 Runner = Callable[[torch.Tensor], Any]
 
@@ -78,22 +91,48 @@ class Timing:
 
 
 @torch.no_grad()
-def time_alternating(runners: dict[str, Runner], x: torch.Tensor, iters: int = 10,
-                     warmup: int = 2) -> dict[str, Timing]:
-    """Time each runner on ``x`` ``iters`` times, interleaved, after ``warmup`` untimed calls each."""
+def time_contenders(runners: dict[str, Runner], x: torch.Tensor, iters: int = 10, warmup: int = 2,
+                    rounds: int = 5, cooldown_s: float = 0.05) -> dict[str, Timing]:
+    """About ``iters`` timed calls of each runner on ``x``, in ``rounds`` rotating blocks (:func:`time_blocks`).
+
+    Each runner first gets ``warmup`` untimed calls (at least one), and one
+    more before each of its blocks. Before that re-warm call the machine idles
+    ``cooldown_s``: rotation keeps the cyclic order, so without the pause each
+    contender would always follow the same neighbour and inherit (or be spared)
+    its spinning threads - a contender following one of its own engine started
+    with warm worker threads.
+    """
+    from .autoselect import time_blocks
+
     if iters < 1:
         raise ValueError(f"iters must be >= 1, got {iters}")
-    names = list(runners)
-    for name in names:
-        for _ in range(warmup):
-            runners[name](x)
-    out = {n: Timing(n, x.shape[0]) for n in names}
-    for i in range(iters):
-        for name in names[i % len(names):] + names[:i % len(names)]:  # rotate who goes first
-            t = time.perf_counter()
-            runners[name](x)
-            out[name].times.append(time.perf_counter() - t)
-    return out
+    rounds = max(1, min(rounds, iters))
+    per_block = -(-iters // rounds)
+    for run in runners.values():
+        for _ in range(max(0, warmup - 1)):  # time_blocks makes one more untimed call itself
+            run(x)
+    # A budget that never runs out: the call count alone (per_block per block) bounds the timing.
+    times = time_blocks(_with_cooldown(runners, cooldown_s), x, budget_s=1e9, max_calls=per_block * rounds,
+                        rounds=rounds)
+    return {n: Timing(n, x.shape[0], t) for n, t in times.items()}
+
+
+def _with_cooldown(runners: dict[str, Runner], cooldown_s: float) -> dict[str, Runner]:
+    """The runners, each sleeping ``cooldown_s`` before its first call after another runner's (untimed:
+    time_blocks starts every block with an untimed re-warm call)."""
+    if cooldown_s <= 0:
+        return runners
+    last: list[str | None] = [None]
+
+    def wrap(name: str, run: Runner) -> Runner:
+        def call(x: torch.Tensor) -> Any:
+            if last[0] != name:
+                time.sleep(cooldown_s)
+                last[0] = name
+            return run(x)
+        return call
+
+    return {n: wrap(n, r) for n, r in runners.items()}
 
 
 # ---------------------------------------------------------------- contenders
@@ -139,82 +178,137 @@ def model_pair(name: str) -> tuple[nn.Module, str, nn.Module, str]:
     return ref[0], f"{ref[1]} eager fp32", ours, "resnetkit"
 
 
-def resnetkit_variant(model: nn.Module, dtype: str, compile: bool = False,
-                      calibration: torch.Tensor | None = None) -> nn.Module:
-    """resnetkit's fast form of ``model`` for ``dtype`` in fp32/bf16/int8."""
+def parse_backends(text: str | None) -> list[str] | None:
+    """``--backends``: None (resnetkit's torch engine only), "all", or "torch,openvino" → engine names."""
+    from .engines import ENGINES
+
+    if text is None:
+        return None
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if names == ["all"]:
+        return list(ENGINES)
+    unknown = [n for n in names if n not in ENGINES]
+    if unknown or not names:
+        raise ValueError(f"--backends: unknown backend {unknown[0] if unknown else text!r}; "
+                         f"use 'all' or a comma-separated list of {', '.join(ENGINES)}")
+    return list(dict.fromkeys(names))
+
+
+def resnetkit_contender(model: nn.Module, backend: str | list[str], dtype: str, x: torch.Tensor,
+                        calibration: torch.Tensor | None, compile: bool = False,
+                        budget_s: float = 30.0) -> Contender:
+    """``optimize_for_inference`` on one engine (or ``backend="auto"``/a list: the auto row) as a Contender."""
+    from .engines import get_engine
     from .optimize import optimize_for_inference
-    from .quantize import quantize_int8
 
-    if dtype == "int8":
-        if calibration is None:
-            raise ValueError("int8 needs calibration data")
-        return quantize_int8(model, calibration)
-    return optimize_for_inference(model, dtype, compile=compile)
+    auto = not isinstance(backend, str) or backend == "auto"
+    label = f"resnetkit {'auto' if auto else backend} {dtype}" + (" compiled" if compile else "")
+    row = Contender(label, dtype, "auto" if auto else "resnetkit", "auto" if auto else backend)
+    if not auto:
+        engine = get_engine(backend)
+        if dtype not in engine.dtypes:
+            row.status, row.note = "not offered", f"{backend} has no {dtype} CPU kernels"
+            return row
+        if not engine.available(dtype):
+            row.status, row.note = "not installed", f"needs {', '.join(engine.missing(dtype))}"
+            return row
+    t = time.perf_counter()
+    try:
+        with warnings.catch_warnings():  # auto warns about each candidate it cannot build: the note says it
+            warnings.simplefilter("ignore")
+            fast = optimize_for_inference(model, dtype=dtype, backend=backend, input_size=tuple(x.shape),
+                                          calibration=calibration, compile=compile, budget_s=budget_s)
+        fast(x)  # the first call (compile=True compiles here), outside the timing
+    except Exception as e:  # noqa: BLE001 - one engine failing must not stop the bench
+        row.status, row.note = "failed", f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:100]}"
+        return row
+    row.runner, row.build_s = fast, time.perf_counter() - t
+    if auto:
+        row.note = f"chose {fast.backend} {fast.dtype}"
+        row.engine = f"auto: {fast.backend}"
+    return row
 
 
-def ort_runner(model: nn.Module, input_size: Sequence[int], int8: bool = False,
-               calibration: torch.Tensor | None = None, workdir: str | None = None) -> Runner:
-    """ONNX Runtime (CPU, all graph optimisations, same thread count as torch) on ``model``.
+def contenders(model: str | tuple, dtype: str, x: torch.Tensor, backends: list[str] | None, compile_peer: bool = True,
+               compile: bool = False, auto_budget_s: float = 30.0, workdir: str | None = None,
+               progress: Callable[[str], None] | None = None) -> tuple[list[Contender], nn.Module]:
+    """Every contender for ``model`` (a name, or :func:`model_pair`'s result) in ``dtype`` on input ``x``, built now.
 
-    ``int8`` quantizes the exported file statically to QDQ form (per-channel
-    int8 weights, uint8 activations) with ``onnxruntime.quantization`` after
-    its ``quant_pre_process``, calibrated on ``calibration``.
+    ``backends`` None: the baseline and resnetkit's torch engine (``compile``:
+    compiled too). Otherwise, for each named engine its own-config peer
+    (torch: ``torch.compile`` with freezing, unless not ``compile_peer``) and
+    resnetkit on it, then resnetkit's auto over those engines. int8 calibrates
+    on random data: speed only. Returns (contenders, resnetkit's eager model).
     """
-    import os
     import tempfile
 
-    import onnxruntime as ort
+    from .peers import build_peer
 
-    from .onnx import export_onnx
-
+    say = progress or (lambda msg: None)
+    ref, baseline, ours, _ = model_pair(model) if isinstance(model, str) else model
     workdir = workdir or tempfile.mkdtemp(prefix="resnetkit-bench-")
-    path = export_onnx(model, os.path.join(workdir, "model.onnx"), input_size)
-    if int8:
-        from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
-                                              quantize_static)
+    calib = torch.randn(max(16, 2 * x.shape[0]), *x.shape[1:], generator=torch.Generator().manual_seed(2)) \
+        if dtype == "int8" else None
+    rows = [Contender(baseline, "fp32", "baseline", "torch", ref)]
+    engines = backends or ["torch"]
+    if backends is not None:
+        for engine in engines:
+            peer = "torch.compile" if engine == "torch" else engine
+            if peer == "torch.compile" and not compile_peer:
+                continue
+            say(f"building {PEER_LABELS[peer]} {dtype} ...")
+            row = build_peer(peer, ref, dtype, x, list(calib.split(x.shape[0])) if calib is not None else None,
+                             workdir)
+            rows.append(row)
+            say(f"  {row.status} ({row.build_s:.0f} s) {row.note}".rstrip())
+    for engine in engines:
+        for comp in ([False, True] if compile and engine == "torch" and dtype != "int8" else [False]):
+            say(f"building resnetkit {engine} {dtype}{' compiled' if comp else ''} ...")
+            rows.append(resnetkit_contender(ours, engine, dtype, x, calib, compile=comp))
+            say(f"  {rows[-1].status} ({rows[-1].build_s:.0f} s) {rows[-1].note}".rstrip())
+    if backends is not None:
+        say(f"building resnetkit auto {dtype} (times its candidates for about {auto_budget_s:g} s) ...")
+        from .engines import ENGINES
 
-        class Reader(CalibrationDataReader):
-            def __init__(self) -> None:
-                self.batches = iter([{"input": b.numpy()} for b in calibration.split(8)])
+        auto_backend: Any = "auto" if set(engines) == set(ENGINES) else engines
+        rows.append(resnetkit_contender(ours, auto_backend, dtype, x, calib, budget_s=auto_budget_s))
+        say(f"  {rows[-1].status} ({rows[-1].build_s:.0f} s) {rows[-1].note}".rstrip())
+    return rows, ours
 
-            def get_next(self) -> dict | None:
-                return next(self.batches, None)
 
-        from onnxruntime.quantization.shape_inference import quant_pre_process
+def time_rows(rows: list[Contender], x: torch.Tensor, iters: int, warmup: int) -> dict[str, Timing]:
+    """Time every contender that was built, in rotating blocks; keyed by label."""
+    return time_contenders({r.label: r.runner for r in rows if r.runner is not None}, x, iters, warmup)
 
-        # ORT's recommended pre-processing (shape inference + graph optimisation): without it the
-        # QDQ model ran 5x slower in our measurements.
-        prepped = os.path.join(workdir, "model.prep.onnx")
-        quant_pre_process(path, prepped)
-        qpath = os.path.join(workdir, "model.int8.onnx")
-        quantize_static(prepped, qpath, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-        path = qpath
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = torch.get_num_threads()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-    return lambda x: sess.run(None, {"input": x.numpy()})
+
+def best_peer(rows: list[Contender], timings: dict[str, Timing]) -> Contender | None:
+    """The fastest timed peer (baseline included: eager fp32 is a peer too)."""
+    peers = [r for r in rows if r.kind in ("baseline", "peer") and r.label in timings]
+    return max(peers, key=lambda r: timings[r.label].images_per_s, default=None)
 
 
 # ------------------------------------------------------------------- report
-def format_report(timings: dict[str, Timing], baseline: str, macs: int,
-                  ceilings: dict[str, float], kinds: dict[str, str]) -> str:
-    """A plain-text table: images/s, latency median/p90, GFLOP/s, % of ceiling and × baseline.
+def format_report(rows: list[Contender], timings: dict[str, Timing], macs: int,
+                  ceilings: dict[str, float]) -> str:
+    """A plain-text table: images/s, latency median/p90, GFLOP/s, % of ceiling, × baseline, note.
 
-    ``kinds`` maps each contender to the arithmetic it runs (fp32/bf16/int8),
-    which picks the ceiling it is compared with.
+    The first row is the baseline. Rows without a timing (not offered, not
+    installed, failed) show their status instead of numbers.
     """
-    base = timings[baseline].images_per_s
-    width = max(len(n) for n in timings) + 2
-    lines = [f"{'':{width}}{'img/s':>9}{'median ms':>11}{'p90 ms':>9}{'GFLOP/s':>9}{'of ceiling':>16}{'speed-up':>10}"]
-    for name, t in timings.items():
+    base = timings[rows[0].label].images_per_s
+    width = max(len(r.label) for r in rows) + 2
+    lines = [f"{'':{width}}{'img/s':>9}{'median ms':>11}{'p90 ms':>9}{'GFLOP/s':>9}{'of ceiling':>16}"
+             f"{'speed-up':>10}  note"]
+    for r in rows:
+        t = timings.get(r.label)
+        if t is None:
+            lines.append(f"{r.label:{width}}{r.status:>64}  {r.note}")
+            continue
         gflops = 2 * macs * t.images_per_s / 1e9
-        kind = kinds.get(name, "fp32")
-        ceil = ceilings.get(kind)
-        pct = f"{100 * gflops / ceil:.0f}% of {kind}" if ceil else "-"
-        lines.append(f"{name:{width}}{t.images_per_s:9.1f}{1e3 * t.median:11.1f}{1e3 * t.p90:9.1f}"
-                     f"{gflops:9.1f}{pct:>16}{t.images_per_s / base:9.2f}x")
+        ceil = ceilings.get(r.dtype)
+        pct = f"{100 * gflops / ceil:.0f}% of {r.dtype}" if ceil else "-"
+        lines.append(f"{r.label:{width}}{t.images_per_s:9.1f}{1e3 * t.median:11.1f}{1e3 * t.p90:9.1f}"
+                     f"{gflops:9.1f}{pct:>16}{t.images_per_s / base:9.2f}x  {r.note}".rstrip())
     return "\n".join(lines)
 
 

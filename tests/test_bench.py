@@ -1,0 +1,111 @@
+"""``resnetkit bench`` and its engine (resnetkit.deploy.bench, .peers). No timings are asserted:
+these tests check that every contender is built, run and listed, and that mistakes are one-line errors."""
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+import resnetkit as rk
+from resnetkit.cli import main
+
+TINY = ["--input", "1x3x32x32", "--iters", "2", "--warmup", "1", "--auto-budget", "1"]
+
+
+def test_count_macs_resnet50_matches_paper():
+    from resnetkit.deploy.bench import count_macs
+
+    # He et al. 2015 / torchvision: ResNet-50 = 4.09 G multiply-accumulates at 224×224.
+    assert round(count_macs(rk.create_model("resnet50"), (1, 3, 224, 224)) / 1e9, 2) == 4.09
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "int8"])
+def test_bench_cli_end_to_end(dtype, capsys):
+    """Without --backends: the baseline and resnetkit's torch engine only, as before."""
+    assert main(["bench", "resnet18", *TINY, "--dtype", dtype]) == 0
+    out = capsys.readouterr().out
+    assert "torchvision eager fp32" in out and f"resnetkit torch {dtype}" in out
+    assert "img/s" in out and "speed-up" in out and "flags:" in out
+    assert "ONNX Runtime" not in out and "OpenVINO" not in out and "resnetkit auto" not in out
+
+
+def _rows(out: str) -> dict[str, str]:
+    """Report lines by contender label (the text before the first run of two spaces)."""
+    return {line.split("  ")[0]: line for line in out.splitlines() if "  " in line}
+
+
+def test_bench_backends_all_lists_every_contender(capsys):
+    """One run with every engine: the peers in their own setup, resnetkit on each engine, auto."""
+    assert main(["bench", "resnet18", *TINY, "--dtype", "fp32", "--backends", "all"]) == 0
+    out = capsys.readouterr().out
+    rows = _rows(out)
+    for label in ("torchvision eager fp32", "torch.compile freezing fp32", "ONNX Runtime own fp32",
+                  "OpenVINO own fp32", "resnetkit torch fp32", "resnetkit onnxruntime fp32",
+                  "resnetkit openvino fp32", "resnetkit auto fp32"):
+        assert label in rows, f"{label!r} missing from:\n{out}"
+        assert re.search(r"\d\.\d\dx", rows[label]), f"{label} was not timed: {rows[label]}"
+        assert "failed" not in rows[label] and "not installed" not in rows[label], rows[label]
+    assert "chose " in rows["resnetkit auto fp32"]
+    cpu = next(line for line in out.splitlines() if line.startswith("CPU:"))
+    assert "flags:" in cpu and ("avx512" in cpu or "none of" in cpu)
+    assert "best peer" in out
+
+
+def test_bench_bf16_lists_ort_as_not_offered(capsys):
+    assert main(["bench", "resnet18", *TINY, "--dtype", "bf16", "--backends", "all", "--no-compile-peer"]) == 0
+    rows = _rows(capsys.readouterr().out)
+    assert "not offered" in rows["ONNX Runtime own bf16"]
+    assert "not offered" in rows["resnetkit onnxruntime bf16"]
+    assert "torch.compile freezing bf16" not in rows  # --no-compile-peer
+    for label in ("OpenVINO own bf16", "resnetkit torch bf16", "resnetkit openvino bf16", "resnetkit auto bf16"):
+        assert "of bf16" in rows[label], rows[label]
+
+
+def test_bench_backends_list_only_those_engines(capsys):
+    assert main(["bench", "resnet18", *TINY, "--backends", "onnxruntime"]) == 0
+    rows = _rows(capsys.readouterr().out)
+    assert "ONNX Runtime own fp32" in rows and "resnetkit onnxruntime fp32" in rows
+    assert not any(w in label.lower() for label in rows for w in ("openvino", "torch.compile", "resnetkit torch"))
+    assert "chose onnxruntime fp32" in rows["resnetkit auto fp32"]
+
+
+def test_bench_unknown_backend_is_one_line_error(capsys):
+    assert main(["bench", "resnet18", "--backends", "nosuch"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nosuch" in err and "onnxruntime" in err
+
+
+def test_bench_cli_bad_input(capsys):
+    assert main(["bench", "resnet18", "--input", "1x3x32"]) == 2
+    assert "1x3x224x224" in capsys.readouterr().err
+
+
+def test_time_contenders_counts_calls():
+    from resnetkit.deploy.bench import time_contenders
+
+    calls = {"a": 0, "b": 0}
+
+    def runner(name):
+        def run(x):
+            calls[name] += 1
+            return x
+        return run
+
+    t = time_contenders({"a": runner("a"), "b": runner("b")}, torch.zeros(4, 1), iters=6, warmup=3, rounds=3)
+    assert [len(t[n].times) for n in "ab"] == [6, 6]
+    assert t["a"].batch == 4 and t["a"].images_per_s > 0
+    # 2 extra warm-ups, time_blocks' warm-up and single timing, one re-warm per block, 6 timed
+    assert calls == {"a": 2 + 2 + 3 + 6, "b": 2 + 2 + 3 + 6}
+    with pytest.raises(ValueError, match="iters"):
+        time_contenders({"a": runner("a")}, torch.zeros(1), iters=0)
+
+
+def test_openvino_telemetry_refused():
+    pytest.importorskip("openvino_telemetry")
+    from openvino_telemetry.utils.opt_in_checker import ConsentCheckResult, OptInChecker
+
+    from resnetkit.deploy.peers import refuse_openvino_telemetry
+
+    assert refuse_openvino_telemetry() is True
+    assert OptInChecker().check(False, True) == ConsentCheckResult.DECLINED
