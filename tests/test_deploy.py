@@ -235,6 +235,27 @@ def test_int8_agrees_with_fp32_on_trained_model(trained_mnist):
                for k in kinds)
 
 
+def test_int8_picks_the_activation_range_closer_to_fp32_and_restores_the_engine(trained_mnist):
+    """reduce_range=None builds 8-bit and 7-bit activation graphs and keeps the one closer to the float
+    model on the calibration data; the process-wide quantized engine is left as the user had it."""
+    from resnetkit.deploy.autoselect import relative_error
+
+    model, calib, _, _ = trained_mnist
+    torch.backends.quantized.engine = "qnnpack" if "qnnpack" in torch.backends.quantized.supported_engines else "none"
+    before = torch.backends.quantized.engine
+    try:
+        with torch.no_grad():
+            ref = model(calib)
+            errors = {rr: relative_error(ref, rk.quantize_int8(model, calib, reduce_range=rr)(calib))
+                      for rr in (False, True)}
+            chosen = relative_error(ref, rk.quantize_int8(model, calib)(calib))
+        assert torch.backends.quantized.engine == before
+    finally:
+        torch.backends.quantized.engine = "x86"
+    assert errors[False] != errors[True]
+    assert chosen == pytest.approx(min(errors.values()), rel=1e-6)
+
+
 def test_int8_bad_calibration_data():
     m = _model("resnet18")
     with pytest.raises(ValueError, match="empty"):

@@ -19,16 +19,6 @@ from torch import nn
 from .fold import fold_batchnorm
 
 
-def _has_vnni() -> bool:
-    """True when the CPU has 8-bit dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX-INT8)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
-
-
 def qconfig_mapping(backend: str, reduce_range: bool):
     """The backend's default mapping, with 8-bit (not 7-bit) activations when ``reduce_range`` is off,
     and every ``nn.Linear`` (the classifier: <1% of the work) left in float32."""
@@ -62,10 +52,11 @@ def _batches(calibration_data: Any) -> list[torch.Tensor]:
 class QuantizedModule(nn.Module):
     """Float32 in, float32 out around an FX-converted int8 graph (quantize → int8 ops → dequantize)."""
 
-    def __init__(self, graph: nn.Module, channels_last: bool) -> None:
+    def __init__(self, graph: nn.Module, channels_last: bool, backend: str = "x86") -> None:
         super().__init__()
         self.model = graph
         self.channels_last = channels_last
+        self.backend = backend
         self.eval()
 
     def forward(self, x: torch.Tensor) -> Any:
@@ -73,8 +64,36 @@ class QuantizedModule(nn.Module):
             x = x.float()
         if self.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.no_grad():
-            return self.model(x)
+        previous = torch.backends.quantized.engine
+        torch.backends.quantized.engine = self.backend
+        try:
+            with torch.no_grad():
+                return self.model(x)
+        finally:
+            torch.backends.quantized.engine = previous
+
+
+def _convert(folded: nn.Module, batches: list[torch.Tensor], backend: str, reduce_range: bool,
+             channels_last: bool) -> nn.Module:
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    with warnings.catch_warnings():  # torch.ao.quantization's deprecation notice is not actionable here
+        warnings.simplefilter("ignore")
+        prepared = prepare_fx(copy.deepcopy(folded), qconfig_mapping(backend, reduce_range), (batches[0][:2],))
+        for x in batches:
+            prepared(_layout(x, channels_last))
+        return convert_fx(prepared)
+
+
+def _layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    return x.float().contiguous(memory_format=torch.channels_last) if channels_last else x.float()
+
+
+def _error(reference: list, graph: nn.Module, batches: list[torch.Tensor], channels_last: bool) -> float:
+    """Relative error of ``graph``'s outputs against the float model's over the calibration batches."""
+    from .autoselect import relative_error
+
+    return max(relative_error(ref, graph(_layout(x, channels_last))) for ref, x in zip(reference, batches))
 
 
 @torch.no_grad()
@@ -88,28 +107,31 @@ def quantize_int8(model: nn.Module, calibration_data: torch.Tensor | Iterable[An
     hundred real training images, not random noise). The result takes and
     returns float32 tensors; accuracy on a trained model typically moves by
     well under one point. ``backend`` is "x86" (default, oneDNN/FBGEMM) or
-    "qnnpack" (ARM). ``reduce_range`` (7-bit activations, which avoids int16
-    overflow on CPUs without VNNI) defaults to on only for such CPUs: on a
-    trained MNIST ResNet-18 it cost 0.5-1.2 points of top-1 that full 8-bit
-    activations plus a float32 classifier kept. The original model is not modified.
+    "qnnpack" (ARM). ``reduce_range`` (7-bit activations) avoids int16
+    saturation in the u8×s8 kernels that do not use VNNI; full 8-bit ranges are
+    more precise where nothing saturates. Which wins depends on the model and
+    the CPU (trained on mnist5k: an MNIST ResNet-18 lost 0.5-1.2 points to 7 bits,
+    mobilenet_v2 on an AVX512-VNNI EPYC 1.2 points to 8 bits), so by default
+    (``None``) both are built and the one whose outputs are closer to the float
+    model's on the calibration data is kept. The original model is not modified.
     """
-    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
-
     if backend not in torch.backends.quantized.supported_engines:
         raise ValueError(f"quantization backend {backend!r} is not available here; "
                          f"choose one of {torch.backends.quantized.supported_engines}")
     batches = _batches(calibration_data)
+    previous = torch.backends.quantized.engine
     torch.backends.quantized.engine = backend
-    example = batches[0][:2]
-    folded = fold_batchnorm(copy.deepcopy(model), example_input=example, inplace=True)
-    if channels_last:
-        folded = folded.to(memory_format=torch.channels_last)
-    with warnings.catch_warnings():  # torch.ao.quantization's deprecation notice is not actionable here
-        warnings.simplefilter("ignore")
-        if reduce_range is None:
-            reduce_range = backend == "x86" and not _has_vnni()
-        prepared = prepare_fx(folded, qconfig_mapping(backend, reduce_range), (example,))
-        for x in batches:
-            prepared(x.float().contiguous(memory_format=torch.channels_last) if channels_last else x.float())
-        converted = convert_fx(prepared)
-    return QuantizedModule(converted, channels_last)
+    try:
+        folded = fold_batchnorm(copy.deepcopy(model), example_input=batches[0][:2], inplace=True)
+        if channels_last:
+            folded = folded.to(memory_format=torch.channels_last)
+        if reduce_range is not None:
+            return QuantizedModule(_convert(folded, batches, backend, reduce_range, channels_last), channels_last, backend)
+        reference = [folded(_layout(x, channels_last)) for x in batches]
+        graphs = [_convert(folded, batches, backend, r, channels_last) for r in (False, True)]
+        best = min(graphs, key=lambda g: _error(reference, g, batches, channels_last))
+        return QuantizedModule(best, channels_last, backend)
+    finally:
+        # The engine is process-wide state: quantized ops read it when they run. Our graphs are built
+        # for it; put back what the user had and set ours per call (QuantizedModule.forward).
+        torch.backends.quantized.engine = previous
