@@ -191,7 +191,9 @@ def optimize_for_inference(model: nn.Module, dtype: torch.dtype | str = "fp32",
                 _build(c, model, size, calib, options, outputs, workdir)
                 c.deviation = relative_error(ref_check, c.runner(check))
             except Exception as e:  # noqa: BLE001 - one engine failing must not stop the others
-                c.status, c.note, c.runner = "failed", f"{type(e).__name__}: {str(e).splitlines()[0][:120]}", None
+                first = next(iter(str(e).splitlines()), "")[:120]  # a bare ``assert`` has no message at all
+                c.status, c.runner = "failed", None
+                c.note = f"{type(e).__name__}: {first}" if first else type(e).__name__
                 warnings.warn(f"optimize_for_inference: {c.label} could not be built: {c.note}")
                 continue
             if not c.deviation <= TOLERANCE[c.dtype]:
