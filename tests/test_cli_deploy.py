@@ -24,13 +24,7 @@ TINY = dict(model="resnet20", data="mnist5k", image_size=16, max_samples=1000, b
             warmup=0.5, lr=0.05, device="cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Two OpenMP threads per test process on a shared 2-core machine oversubscribe badly.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

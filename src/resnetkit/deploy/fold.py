@@ -182,16 +182,17 @@ def fold_batchnorm(model: nn.Module, example_input: Any = None, inplace: bool = 
     return folded
 
 
-def _flat(out: Any) -> list[torch.Tensor]:
+def flat_outputs(out: Any) -> list[torch.Tensor]:
+    """A model's output as a flat list of tensors (tensor → [tensor]; list/tuple/dict → its tensors)."""
     if isinstance(out, torch.Tensor):
         return [out]
     if isinstance(out, dict):
         out = list(out.values())
-    return [t for o in out for t in _flat(o)]
+    return [t for o in out for t in flat_outputs(o)]
 
 
 def _check_same(ref: Any, got: Any, atol: float) -> None:
-    for i, (a, b) in enumerate(zip(_flat(ref), _flat(got), strict=True)):
+    for i, (a, b) in enumerate(zip(flat_outputs(ref), flat_outputs(got), strict=True)):
         err = (a.float() - b.float()).abs().max().item()
         tol = atol * max(1.0, a.abs().max().item())
         if err > tol:

@@ -17,6 +17,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from ..fold import flat_outputs  # noqa: F401  (engines and auto share it)
+
 DTYPES = ("fp32", "bf16", "int8")
 
 
@@ -104,15 +106,6 @@ class Engine:
 
     def version(self) -> str:
         return "?"
-
-
-def flat_outputs(out: Any) -> list[torch.Tensor]:
-    """A model's output as a flat list of tensors (tensor → [tensor]; list/tuple/dict → its tensors)."""
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, dict):
-        out = list(out.values())
-    return [t for o in out for t in flat_outputs(o)]
 
 
 def as_numpy_batches(batches: Sequence[torch.Tensor]) -> list:
