@@ -105,7 +105,7 @@ def test_openvino_telemetry_refused():
     pytest.importorskip("openvino_telemetry")
     from openvino_telemetry.utils.opt_in_checker import ConsentCheckResult, OptInChecker
 
-    from resnetkit.deploy.peers import refuse_openvino_telemetry
+    from resnetkit.deploy.engines.openvino_engine import refuse_openvino_telemetry
 
     assert refuse_openvino_telemetry() is True
     assert OptInChecker().check(False, True) == ConsentCheckResult.DECLINED

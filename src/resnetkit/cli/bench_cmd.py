@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..deploy.bench import (best_peer, contenders, count_macs, format_report, measure_ceiling,
                                 model_pair, parse_backends, parse_input_size, time_rows)
-    from ..deploy.peers import cpu_line, refuse_openvino_telemetry
+    from ..deploy.engines.openvino_engine import refuse_openvino_telemetry
+    from ..deploy.peers import cpu_line
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -22,7 +22,7 @@ from torch import nn
 from .autoselect import Report
 from .engines import ENGINES, get_engine
 from .engines.base import EngineError
-from .runtime import InferenceModel, kept_attributes
+from .runtime import InferenceModel
 
 META_FILE = "resnetkit.json"
 FORMATS = {"onnx": "onnxruntime", "openvino": "openvino"}

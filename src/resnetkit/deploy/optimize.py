@@ -16,7 +16,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 
-from .autoselect import TOLERANCE, Candidate, Report, choose, relative_error, top1_agreement
+from .autoselect import TOLERANCE, Candidate, choose, relative_error, top1_agreement
 from .calibration import DEFAULT_IMAGES, calibration_batches
 from .engines import ENGINES, BuildRequest, get_engine
 from .engines.base import DTYPES, EngineError, flat_outputs

@@ -20,7 +20,7 @@ resnetkit's, so they show what a user gets without resnetkit:
 
 OpenVINO's converter and NNCF ship ``openvino_telemetry``, configured so that
 it *sends* unless a consent file says no (``enable_opt_in_dialog=False``).
-:func:`refuse_openvino_telemetry` refuses in this process: no consent is ever
+:func:`~.engines.openvino_engine.refuse_openvino_telemetry` refuses in this process: no consent is ever
 given, ``opt_in_out`` is never run (its ``--opt_out`` itself sends an event)
 and no file is written.
 """
@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from .engines.base import thread_count
+from .engines.openvino_engine import refuse_openvino_telemetry
 
 Runner = Callable[[torch.Tensor], Any]
 
@@ -88,29 +89,6 @@ def cpu_line() -> str:
     missing = [f for f in ISA_FLAGS if f not in flags]
     return (f"CPU: {name}; {os.cpu_count()} cores; flags: {' '.join(flags) or 'none of ' + ', '.join(ISA_FLAGS)}"
             + (f" (no {', '.join(missing)})" if missing and flags else ""))
-
-
-# ---------------------------------------------------------------- telemetry
-def refuse_openvino_telemetry() -> bool:
-    """Make OpenVINO's telemetry (used by ``convert_model`` and NNCF) decline in this process.
-
-    ``openvino_telemetry`` treats a missing consent file as consent for the
-    converter and NNCF. Here its consent check answers "declined" and the
-    shared instance, if one exists, forgets any consent: nothing is collected or
-    sent. No consent file is written and ``opt_in_out`` is not run. Returns
-    False when ``openvino_telemetry`` is not installed (then nothing can send).
-    """
-    if importlib.util.find_spec("openvino_telemetry") is None:
-        return False
-    from openvino_telemetry import main as tm_main
-    from openvino_telemetry.utils import opt_in_checker
-
-    declined = opt_in_checker.ConsentCheckResult.DECLINED
-    opt_in_checker.OptInChecker.check = lambda self, *args, **kwargs: declined
-    instance = getattr(tm_main.Telemetry, "_SingletonMetaClass__single_instance", None)
-    if instance is not None:
-        instance.consent = False
-    return True
 
 
 # ------------------------------------------------------------------- peers

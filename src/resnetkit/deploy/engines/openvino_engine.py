@@ -9,13 +9,16 @@ model, calibrated on the given batches; its non-quantized layers run in the
 CPU's default inference precision.
 
 The model is read with ``Core.read_model`` from the ONNX file rather than
-``openvino.convert_model``: the same graph ONNX Runtime runs, and no call into
-OpenVINO's Python conversion tools, whose telemetry asks for consent. resnetkit
-never gives that consent, and never runs ``opt_in_out`` (its ``--opt_out``
-itself sends an event).
+``openvino.convert_model``: the same graph ONNX Runtime runs. Telemetry: the
+converter and NNCF count a *missing* consent file as consent (``openvino_telemetry``'s
+check with the dialog off), so :func:`refuse_openvino_telemetry` makes that
+check answer "declined" in this process before OpenVINO or NNCF is used.
+resnetkit never writes a consent file and never runs ``opt_in_out`` (its
+``--opt_out`` itself sends an event).
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 from typing import Any
 
@@ -24,6 +27,28 @@ import torch
 from .base import BuildRequest, Engine, EngineError, Runner, as_numpy_batches, new_workdir, thread_count
 
 _PRECISION = {"fp32": "f32", "bf16": "bf16"}
+
+
+def refuse_openvino_telemetry() -> bool:
+    """Make OpenVINO's telemetry (used by ``convert_model`` and NNCF) decline in this process.
+
+    ``openvino_telemetry`` treats a missing consent file as consent for the
+    converter and NNCF. Here its consent check answers "declined" and the
+    shared instance, if one exists, forgets any consent: nothing is collected or
+    sent. No consent file is written and ``opt_in_out`` is not run. Returns
+    False when ``openvino_telemetry`` is not installed (then nothing can send).
+    """
+    if importlib.util.find_spec("openvino_telemetry") is None:
+        return False
+    from openvino_telemetry import main as tm_main
+    from openvino_telemetry.utils import opt_in_checker
+
+    declined = opt_in_checker.ConsentCheckResult.DECLINED
+    opt_in_checker.OptInChecker.check = lambda self, *args, **kwargs: declined
+    instance = getattr(tm_main.Telemetry, "_SingletonMetaClass__single_instance", None)
+    if instance is not None:
+        instance.consent = False
+    return True
 
 
 def compile_config(dtype: str) -> dict[str, Any]:
@@ -76,6 +101,8 @@ def nncf_quantize(ov_model: Any, calibration: list[torch.Tensor]) -> Any:
     import io
     import logging
 
+    refuse_openvino_telemetry()
+
     quiet = [logging.getLogger(n) for n in ("nncf", "torch.utils.cpp_extension")]
     levels = [q.level for q in quiet]
     for q in quiet:
@@ -106,6 +133,7 @@ class OpenVinoEngine(Engine):
         return ov.get_version()
 
     def build(self, request: BuildRequest) -> OpenVinoRunner:
+        refuse_openvino_telemetry()
         import openvino as ov
 
         from ..onnx import export_onnx
