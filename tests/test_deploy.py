@@ -16,6 +16,8 @@ from resnetkit.deploy import count_batchnorms, fold_batchnorm
 from resnetkit.deploy.fold import ChannelAffine
 from resnetkit.registry import get_entry
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
 
 def _representatives() -> list[str]:
     """One model per family (registered class), the smallest-named one: adding a family adds a case."""

@@ -49,12 +49,12 @@ def _attributes(saved: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def export(model: nn.Module, path: str | os.PathLike, format: str | None = "onnx", dtype: Any = "fp32",
+def export(model: nn.Module, path: str | os.PathLike, format: str | None = None, dtype: Any = "fp32",
            input_size: Sequence[int] | None = None, calibration: Any = None, meta: dict[str, Any] | None = None,
            **options: Any) -> Path:
     """Write ``model`` for an engine into the folder ``path`` and return it.
 
-    ``format``: "onnx" (run by ONNX Runtime), "openvino" (IR), or "auto" (both
+    ``format``: "onnx" (run by ONNX Runtime; the default), "openvino" (IR), or "auto" (both
     engines are built, checked and timed as in ``optimize_for_inference(backend="auto")``
     and the faster is written, with the report). ``model`` may also be what
     ``optimize_for_inference`` returned (``format=None`` then keeps its engine,
@@ -64,12 +64,16 @@ def export(model: nn.Module, path: str | os.PathLike, format: str | None = "onnx
     """
     from .optimize import optimize_for_inference
 
+    out = Path(path)
+    if out.suffix in (".onnx", ".xml", ".json"):
+        raise ValueError(f"export writes a folder (engine files + {META_FILE}); pass a folder path, not {out.name}")
     if isinstance(model, InferenceModel):
         built = model
         if format not in (None, ENGINES[built.backend].file_format):
             raise EngineError(f"this model runs on {built.backend}; it exports only as format="
                               f"{ENGINES[built.backend].file_format!r} (rebuild from the original model for {format!r})")
     else:
+        format = format or "onnx"
         if format not in (*FORMATS, "auto"):
             raise ValueError(f"format must be 'onnx', 'openvino' or 'auto', got {format!r}")
         backend: Any = list(FORMATS.values()) if format == "auto" else FORMATS[format]
@@ -78,9 +82,6 @@ def export(model: nn.Module, path: str | os.PathLike, format: str | None = "onnx
     engine = get_engine(built.backend)
     if engine.file_format is None:
         raise EngineError(f"backend {built.backend!r} has no file format; export with format='onnx' or 'openvino'")
-    out = Path(path)
-    if out.suffix in (".onnx", ".xml", ".json"):
-        raise ValueError(f"export writes a folder (engine files + {META_FILE}); pass a folder path, not {out.name}")
     out.mkdir(parents=True, exist_ok=True)
     info = {"resnetkit": _version(), "format": engine.file_format, "backend": built.backend, "dtype": built.dtype,
             "input_size": list(built.input_size), "structure": built.structure,

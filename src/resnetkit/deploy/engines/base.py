@@ -9,10 +9,12 @@ import it inside ``build``/``load`` only, so ``import resnetkit`` needs none of 
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -117,10 +119,13 @@ def thread_count() -> int:
     return torch.get_num_threads()
 
 
-def new_workdir(request: BuildRequest, prefix: str) -> str:
-    import tempfile
-
+@contextlib.contextmanager
+def build_folder(request: BuildRequest, prefix: str) -> Iterator[str]:
+    """Where an engine writes its intermediate files: ``request.workdir`` (kept), else a temporary
+    folder removed afterwards (engines keep what they run in memory)."""
     if request.workdir:
         os.makedirs(request.workdir, exist_ok=True)
-        return request.workdir
-    return tempfile.mkdtemp(prefix=f"resnetkit-{prefix}-")
+        yield request.workdir
+        return
+    with tempfile.TemporaryDirectory(prefix=f"resnetkit-{prefix}-") as folder:
+        yield folder

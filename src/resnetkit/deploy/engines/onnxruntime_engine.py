@@ -12,24 +12,25 @@ batch 1 on depthwise nets, PERF_NOTES).
 from __future__ import annotations
 
 import os
-import shutil
 from typing import Any
 
 import torch
 
-from .base import BuildRequest, Engine, Runner, as_numpy_batches, new_workdir, thread_count
+from .base import BuildRequest, Engine, Runner, as_numpy_batches, build_folder, thread_count
 
 
 class OrtRunner(Runner):
     def __init__(self, path: str, dtype: str) -> None:
         import onnxruntime as ort
 
+        with open(path, "rb") as f:  # kept in memory: the build's temporary folder is removed
+            self.model_bytes = f.read()
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = thread_count()
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.path, self.dtype = path, dtype
-        self.session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        self.dtype = dtype
+        self.session = ort.InferenceSession(self.model_bytes, opts, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         batch = self.session.get_inputs()[0].shape[0]
         self.dynamic_batch = not isinstance(batch, int)
@@ -47,7 +48,8 @@ class OrtRunner(Runner):
                 else "fp32"}
 
     def save(self, directory: str) -> list[str]:
-        shutil.copyfile(self.path, os.path.join(directory, "model.onnx"))
+        with open(os.path.join(directory, "model.onnx"), "wb") as f:
+            f.write(self.model_bytes)
         return ["model.onnx"]
 
 
@@ -85,11 +87,11 @@ class OnnxRuntimeEngine(Engine):
     def build(self, request: BuildRequest) -> OrtRunner:
         from ..onnx import export_onnx
 
-        workdir = new_workdir(request, "ort")
-        path = export_onnx(request.model, os.path.join(workdir, "model.fp32.onnx"), request.input_size)
-        if request.dtype == "int8":
-            path = quantize_qdq(path, request.calibration, workdir)
-        return OrtRunner(path, request.dtype)
+        with build_folder(request, "ort") as workdir:
+            path = export_onnx(request.model, os.path.join(workdir, "model.fp32.onnx"), request.input_size)
+            if request.dtype == "int8":
+                path = quantize_qdq(path, request.calibration, workdir)
+            return OrtRunner(path, request.dtype)
 
     def load(self, directory: str, meta: dict[str, Any]) -> OrtRunner:
         return OrtRunner(os.path.join(directory, "model.onnx"), meta["dtype"])

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from .base import BuildRequest, Engine, EngineError, Runner, as_numpy_batches, new_workdir, thread_count
+from .base import BuildRequest, Engine, EngineError, Runner, as_numpy_batches, build_folder, thread_count
 
 _PRECISION = {"fp32": "f32", "bf16": "bf16"}
 
@@ -138,9 +138,9 @@ class OpenVinoEngine(Engine):
 
         from ..onnx import export_onnx
 
-        workdir = new_workdir(request, "openvino")
-        path = export_onnx(request.model, os.path.join(workdir, "model.onnx"), request.input_size)
-        ov_model = ov.Core().read_model(path)
+        with build_folder(request, "openvino") as workdir:
+            path = export_onnx(request.model, os.path.join(workdir, "model.onnx"), request.input_size)
+            ov_model = ov.Core().read_model(path)  # read into memory: the folder can go
         if request.dtype == "int8":
             ov_model = nncf_quantize(ov_model, request.calibration)
         return OpenVinoRunner(ov_model, request.dtype)
