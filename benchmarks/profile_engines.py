@@ -15,15 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 from collections import defaultdict
 
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
-import resnetkit as rk  # noqa: E402
-from inference import machine  # noqa: E402  (CPU name and ISA flags, shared with the main benchmark)
+import resnetkit as rk
+from resnetkit.deploy.peers import cpu_line
 
 
 def torch_profile(fast, x, iters: int) -> tuple[dict[str, float], int]:
@@ -103,7 +101,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--iters", type=int, default=10)
     args = ap.parse_args()
-    print(machine())
+    print(cpu_line(), f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for name in args.models.split(","):
         model = rk.create_model(name).eval()
         for batch in map(int, args.batches.split(",")):
