@@ -15,10 +15,12 @@ nets. Everything is written to ``benchmarks/results.md``.
 
 Compiling takes tens of seconds per model and precision on 2 cores: the full
 run takes about an hour or more. Each finished cell is saved to a state file
-(``benchmarks/results.json``) at once, and results.md rewritten; a rerun skips
-the cells already there (``--fresh`` starts over), so an interrupted run resumes.
+(``benchmarks/results.json``) at once, and results.md rewritten; ``--resume``
+skips the cells already there (measured on this CPU model), so an interrupted
+run continues where it stopped.
 
-    python benchmarks/inference.py                       # everything (resumable)
+    python benchmarks/inference.py                       # everything (about 70 min on 2 busy cores)
+    python benchmarks/inference.py --resume              # continue an interrupted run
     python benchmarks/inference.py --quick               # resnet18, batch 1, few iterations (about 3 min)
     python benchmarks/inference.py --models resnet50 --batches 16 --dtypes bf16 int8
 """
@@ -325,9 +327,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="budget_s of resnetkit's backend='auto' (default 30, the API's)")
     p.add_argument("--no-compile", dest="compile", action="store_false", help="skip the torch.compile peer")
     p.add_argument("--state", default=None,
-                   help="JSON file of finished cells, for resuming "
-                   "(default benchmarks/results.json; none with --quick)")
-    p.add_argument("--fresh", action="store_true", help="ignore cells already in the state file")
+                   help="JSON file the finished cells are saved to (default: benchmarks/results.json; "
+                   "none with --quick)")
+    p.add_argument("--resume", action="store_true", help="skip the cells already in the state file")
     p.add_argument("--epochs", type=int, default=3, help="training epochs for the accuracy check")
     p.add_argument("--checkpoint", default=None,
                    help="best.safetensors of a `resnetkit train` run for the accuracy check (default: train here)")
@@ -348,13 +350,13 @@ def main(argv: list[str] | None = None) -> int:
     ceilings = {k: measure_ceiling(k, seconds=1.0) for k in DTYPES}
     print(machine(), flush=True)
     print("ceilings: " + ", ".join(f"{k} {v:.0f}" for k, v in ceilings.items()), flush=True)
-    state = read_state(state_path, cpu_info()[0])
-    if args.fresh:
-        state["cells"] = {}
+    state = read_state(state_path, cpu_info()[0])  # cells of other filters stay in the file
     keys = [(m, b, d) for m in args.models for b in args.batches for d in args.dtypes]
     key = lambda m, b, d: f"{m}|{b}|{d}"  # noqa: E731
-    done = lambda: [state["cells"][key(*k)] for k in keys if key(*k) in state["cells"]]  # noqa: E731
-    todo = [k for k in keys if key(*k) not in state["cells"]]
+    todo = [k for k in keys if not (args.resume and key(*k) in state["cells"])]
+    fresh: set = set()  # cells measured in this run
+    done = lambda: [state["cells"][key(*k)] for k in keys  # noqa: E731
+                    if key(*k) in state["cells"] and (args.resume or key(*k) in fresh)]
     print(f"{len(keys)} cells, {len(keys) - len(todo)} already in {state_path}; {len(todo)} to run", flush=True)
     pairs: dict[str, tuple] = {}
     for i, (name, batch, dtype) in enumerate(todo):
@@ -369,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         cell = run_cell(pairs[name], name, batch, dtype, args, workdir)
         print(f"    cell done in {cell['time_s']:.0f} s", flush=True)
         state["cells"][key(name, batch, dtype)] = cell
+        fresh.add(key(name, batch, dtype))
         write_state(state_path, state)
         write_results(args, argv, ceilings, done(), [], load_before, started, len(todo) - i - 1)
     extra: list[str] = []
