@@ -93,8 +93,14 @@ def top1_agreement(reference_top1: torch.Tensor, runner: Callable, batches: list
 
 @torch.no_grad()
 def time_blocks(runners: dict[str, Callable], x: torch.Tensor, budget_s: float,
-                max_calls: int = 200, rounds: int = 5) -> dict[str, list[float]]:
-    """Per-call wall times of each runner on ``x``, in rotating blocks, within about ``budget_s`` seconds."""
+                max_calls: int = 200, rounds: int = 5, cooldown_s: float = 0.05) -> dict[str, list[float]]:
+    """Per-call wall times of each runner on ``x``, in rotating blocks, within about ``budget_s`` seconds.
+
+    Before each block the machine idles ``cooldown_s`` and the runner gets one
+    untimed call: rotation keeps the cyclic order, so without the pause each
+    runner would always follow the same neighbour and inherit (or be spared)
+    its still-spinning worker threads.
+    """
     names = list(runners)
     single = {}
     for n in names:  # one untimed call (warm-up), then one timed: the block sizes follow from it
@@ -108,6 +114,7 @@ def time_blocks(runners: dict[str, Callable], x: torch.Tensor, budget_s: float,
     for r in range(rounds):
         for n in names[r % len(names):] + names[:r % len(names)]:
             calls = max(1, min(int(slice_s / single[n]), max_calls // rounds))
+            time.sleep(cooldown_s)
             runners[n](x)  # re-warm caches after the other contender
             for _ in range(calls):
                 t = time.perf_counter()

@@ -96,11 +96,9 @@ def time_contenders(runners: dict[str, Runner], x: torch.Tensor, iters: int = 10
     """About ``iters`` timed calls of each runner on ``x``, in ``rounds`` rotating blocks (:func:`time_blocks`).
 
     Each runner first gets ``warmup`` untimed calls (at least one), and one
-    more before each of its blocks. Before that re-warm call the machine idles
-    ``cooldown_s``: rotation keeps the cyclic order, so without the pause each
-    contender would always follow the same neighbour and inherit (or be spared)
-    its spinning threads - a contender following one of its own engine started
-    with warm worker threads.
+    more before each of its blocks, after a ``cooldown_s`` pause (see
+    :func:`time_blocks`: without it a contender following one of its own engine
+    started with warm worker threads).
     """
     from .autoselect import time_blocks
 
@@ -112,27 +110,8 @@ def time_contenders(runners: dict[str, Runner], x: torch.Tensor, iters: int = 10
         for _ in range(max(0, warmup - 1)):  # time_blocks makes one more untimed call itself
             run(x)
     # A budget that never runs out: the call count alone (per_block per block) bounds the timing.
-    times = time_blocks(_with_cooldown(runners, cooldown_s), x, budget_s=1e9, max_calls=per_block * rounds,
-                        rounds=rounds)
+    times = time_blocks(runners, x, budget_s=1e9, max_calls=per_block * rounds, rounds=rounds, cooldown_s=cooldown_s)
     return {n: Timing(n, x.shape[0], t) for n, t in times.items()}
-
-
-def _with_cooldown(runners: dict[str, Runner], cooldown_s: float) -> dict[str, Runner]:
-    """The runners, each sleeping ``cooldown_s`` before its first call after another runner's (untimed:
-    time_blocks starts every block with an untimed re-warm call)."""
-    if cooldown_s <= 0:
-        return runners
-    last: list[str | None] = [None]
-
-    def wrap(name: str, run: Runner) -> Runner:
-        def call(x: torch.Tensor) -> Any:
-            if last[0] != name:
-                time.sleep(cooldown_s)
-                last[0] = name
-            return run(x)
-        return call
-
-    return {n: wrap(n, r) for n, r in runners.items()}
 
 
 # ---------------------------------------------------------------- contenders
