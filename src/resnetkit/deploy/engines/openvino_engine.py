@@ -1,4 +1,4 @@
-"""The OpenVINO engine: the model read from our ONNX export by OpenVINO's Core, compiled for the CPU.
+"""The OpenVINO engine: the model converted by ``openvino.convert_model``, compiled for the CPU.
 
 Configured as OpenVINO's documentation says for latency on a CPU: precision
 and threading are compile-time *config*: ``INFERENCE_PRECISION_HINT`` f32 (set
@@ -8,8 +8,9 @@ int8 is NNCF post-training quantization (``nncf.quantize``) of the OpenVINO
 model, calibrated on the given batches; its non-quantized layers run in the
 CPU's default inference precision.
 
-The model is read with ``Core.read_model`` from the ONNX file rather than
-``openvino.convert_model``: the same graph ONNX Runtime runs. Telemetry: the
+The model is converted from the torch module (dynamic batch) rather than read
+from our ONNX export: fp32 ran at the same speed either way, but NNCF's int8 of
+the converted graph was 26% faster on mobilenet_v2. Telemetry: the
 converter and NNCF count a *missing* consent file as consent (``openvino_telemetry``'s
 check with the dialog off), so :func:`refuse_openvino_telemetry` makes that
 check answer "declined" in this process before OpenVINO or NNCF is used.
@@ -18,13 +19,15 @@ resnetkit never writes a consent file and never runs ``opt_in_out`` (its
 """
 from __future__ import annotations
 
+import copy
 import importlib.util
 import os
+import warnings
 from typing import Any
 
 import torch
 
-from .base import BuildRequest, Engine, EngineError, Runner, as_numpy_batches, build_folder, thread_count
+from .base import BuildRequest, Engine, EngineError, Runner, as_numpy_batches, thread_count
 
 _PRECISION = {"fp32": "f32", "bf16": "bf16"}
 
@@ -136,11 +139,15 @@ class OpenVinoEngine(Engine):
         refuse_openvino_telemetry()
         import openvino as ov
 
-        from ..onnx import export_onnx
 
-        with build_folder(request, "openvino") as workdir:
-            path = export_onnx(request.model, os.path.join(workdir, "model.onnx"), request.input_size)
-            ov_model = ov.Core().read_model(path)  # read into memory: the folder can go
+        # convert_model on the torch graph, not read_model on our ONNX export: the same fp32 speed, but
+        # NNCF quantized the converted graph better (mobilenet_v2 int8, batch 16: 12.6 ms against 15.9 ms).
+        n, *chw = request.input_size
+        example = torch.randn(request.input_size)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracing notices are not the user's business
+            ov_model = ov.convert_model(copy.deepcopy(request.model).float().eval(), example_input=example,
+                                        input=ov.PartialShape([-1, *chw]))
         if request.dtype == "int8":
             ov_model = nncf_quantize(ov_model, request.calibration)
         return OpenVinoRunner(ov_model, request.dtype)
