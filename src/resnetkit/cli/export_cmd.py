@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
+from ..deploy.runtime import size_text
 from . import CLIError
 
 BACKENDS = ("torch", "onnxruntime", "openvino", "auto")
@@ -63,10 +63,6 @@ def _guard(fn):  # noqa: ANN001, ANN202
     return run
 
 
-def _size(s: Any) -> str:
-    return "×".join(map(str, s))
-
-
 def exported_folder(path: str) -> Path | None:
     """The folder written by ``resnetkit export`` that ``path`` is (or is a file of), else None."""
     from ..deploy.artifacts import META_FILE
@@ -103,24 +99,34 @@ def _input_size(args: argparse.Namespace, model: Any, spec: Any) -> tuple[int, i
         return given or (1, *getattr(model, "default_input_size", (3, 224, 224)))
     chw = (spec.in_chans, *spec.image_size)
     if given and tuple(given[1:]) != chw:
-        raise CLIError(f"--input {args.input}: this run's model takes {_size(chw)} inputs (its preprocessing); "
+        raise CLIError(f"--input {args.input}: this run's model takes {size_text(chw)} inputs (its preprocessing); "
                        f"only the batch may differ, e.g. --input {'x'.join(map(str, (given[0], *chw)))}")
     return (given[0] if given else 1, *chw)
 
 
+def _calibration(given: str | None, default: str | None, dtype: str, auto: bool, this: str) -> str | None:
+    """The calibration data a build uses: ``--calib``, else ``default`` (a run's own data); None when the
+    build needs none. ``auto``: --format/--backend auto, which also checks candidates on real images;
+    ``this`` describes the build for the error."""
+    uses = dtype in ("int8", "auto") or auto
+    if given and not uses:
+        raise CLIError(f"--calib is used by --dtype int8/auto or --format/--backend auto only ({this})")
+    calib = (given or default) if uses else None
+    if dtype == "int8" and not calib:
+        raise CLIError("--dtype int8 needs calibration data: pass --calib DATA (mnist5k or a data folder), "
+                       "a few hundred images like the model's real inputs")
+    return calib
+
+
 def _latency(model: Any, size: tuple[int, ...], max_calls: int = 30, max_s: float = 2.0) -> tuple[float, int]:
-    """Median seconds per call on random inputs of ``size``, and the number of timed calls."""
+    """Median seconds per call on random inputs of ``size`` (the timer of ``backend="auto"``: about
+    ``max_s`` seconds, at most ``max_calls`` calls), and the number of timed calls."""
     import torch
 
+    from ..deploy.autoselect import time_blocks
+
     x = torch.randn(size, generator=torch.Generator().manual_seed(0))
-    for _ in range(3):
-        model(x)
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < max_calls and (len(times) < 5 or time.perf_counter() - start < max_s):
-        t = time.perf_counter()
-        model(x)
-        times.append(time.perf_counter() - t)
+    times = time_blocks({"exported": model}, x, budget_s=max_s, max_calls=max_calls, cooldown_s=0)["exported"]
     return statistics.median(times), len(times)
 
 
@@ -162,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..deploy import export, load_inference
-    from ..deploy.artifacts import META_FILE
+    from ..deploy.artifacts import META_FILE, read_meta
     from ..train import InputSpec
 
     if args.budget <= 0:
@@ -170,15 +176,8 @@ def run(args: argparse.Namespace) -> int:
     model, meta, kind = load_source(args.source)
     spec = InputSpec.from_dict(meta["input"]) if meta else None
     size = _input_size(args, model, spec)
-    uses_calib = args.dtype in ("int8", "auto") or args.format == "auto"  # auto also checks on real images
-    calib = args.calib or (meta.get("data") if meta else None)
-    if args.calib and not uses_calib:
-        raise CLIError(f"--calib is used by --dtype int8/auto or --format auto only (this export is "
-                       f"{args.format} {args.dtype})")
-    if args.dtype == "int8" and not calib:
-        raise CLIError("--dtype int8 needs calibration data: pass --calib DATA (mnist5k or a data folder), "
-                       "a few hundred images like the model's real inputs")
-    calib = calib if uses_calib else None
+    calib = _calibration(args.calib, meta.get("data") if meta else None, args.dtype,
+                         args.format == "auto", f"this export is {args.format} {args.dtype}")
     name = meta["model"] if meta else args.source
     export_meta: dict[str, Any] = {"model": name}
     if meta:
@@ -186,21 +185,21 @@ def run(args: argparse.Namespace) -> int:
     if calib:
         export_meta["calibration"] = str(calib)
     out = Path(args.out)
-    print(f"building {name} (--format {args.format}, --dtype {args.dtype}) for {_size(size)} inputs"
+    print(f"building {name} (--format {args.format}, --dtype {args.dtype}) for {size_text(size)} inputs"
           + (f", calibrated on {calib}" if calib else "") + " ...", flush=True)
     export(model, out, format=args.format, dtype=args.dtype, input_size=size, calibration=calib, meta=export_meta,
            budget_s=args.budget, input_spec=spec)
     loaded = load_inference(out)   # what a user gets back: the report describes these files
 
-    files = [f for f in loaded_files(out) if f != META_FILE]
+    files = [f for f in read_meta(out).get("files", []) if f != META_FILE]
     batch, chw = size[0], size[1:]
-    shape_note = f"any batch, {_size(chw)} only" if loaded.runner.dynamic_batch else f"batch {batch} only"
+    shape_note = f"any batch, {size_text(chw)} only" if loaded.runner.dynamic_batch else f"batch {batch} only"
     lines = [f"resnetkit export {args.source}",
              f"source:      {name}, " + (f"{kind} ({len(meta['classes'])} classes, trained on {meta.get('data')})"
                                          if meta else "a registered model with RANDOM WEIGHTS (no checkpoint): the "
                                          "files compute correctly but its predictions mean nothing"),
              f"engine:      {_engine_line(loaded)}",
-             f"input:       built for {_size(size)} ({shape_note})"
+             f"input:       built for {size_text(size)} ({shape_note})"
              + (", preprocessing = the run's InputSpec" if spec else ""),
              f"calibration: {calib}, train split, preprocessed "
              + ("with the run's InputSpec" if spec else "with the data's own mean/std") if calib
@@ -221,12 +220,6 @@ def run(args: argparse.Namespace) -> int:
     sys.stdout.write(report)
     print(f"report saved to {out / 'report.txt'}")
     return 0
-
-
-def loaded_files(folder: Path) -> list[str]:
-    from ..deploy.artifacts import read_meta
-
-    return list(read_meta(folder).get("files", []))
 
 
 # ------------------------------------------------------------------ eval / predict with --backend
@@ -276,7 +269,7 @@ def _from_export(args: argparse.Namespace, folder: Path) -> tuple[Any, dict[str,
                        "classes); eval/predict need an export of a trained run (resnetkit export best.safetensors)")
     meta.setdefault("model", "exported model")
     line = (f"running the exported folder {folder}: {meta['model']} on {model.backend} {model.dtype}, built for "
-            f"{_size(model.input_size)}")
+            f"{size_text(model.input_size)}")
     return model, meta, device, line
 
 
@@ -306,16 +299,12 @@ def inference_model(args: argparse.Namespace, batch: int) -> tuple[Any, dict[str
     model, meta = load_trained(args.checkpoint, device)
     spec = InputSpec.from_dict(meta["input"])
     dtype = args.dtype or "fp32"
-    uses_calib = dtype in ("int8", "auto") or args.backend == "auto"
-    if args.calib and not uses_calib:
-        raise CLIError(f"--calib is used by --dtype int8/auto or --backend auto only (this is {dtype})")
-    calib = (args.calib or meta.get("data")) if uses_calib else None
-    if dtype == "int8" and not calib:
-        raise CLIError("--dtype int8 needs calibration data: pass --calib DATA (mnist5k or a data folder)")
+    calib = _calibration(args.calib, meta.get("data"), dtype, args.backend == "auto",
+                         f"this is --backend {args.backend} --dtype {dtype}")
     size = (batch, spec.in_chans, *spec.image_size)
     fast = optimize_for_inference(model, dtype=dtype, backend=args.backend, input_size=size, calibration=calib,
                                   input_spec=spec)
-    line = (f"running {meta['model']} on {fast.backend} {fast.dtype}, built for {_size(size)}"
+    line = (f"running {meta['model']} on {fast.backend} {fast.dtype}, built for {size_text(size)}"
             + (f", calibrated on {calib}" if calib and (dtype == "auto" or fast.dtype == "int8") else ""))
     if fast.report is not None:
         line += f" (chosen by --backend {args.backend} --dtype {dtype}):\n" + str(fast.report)

@@ -18,7 +18,8 @@ from torch import nn
 from .fold import fold_batchnorm
 
 
-def _check_input_size(input_size: Sequence[int]) -> tuple[int, ...]:
+def check_input_size(input_size: Sequence[int]) -> tuple[int, ...]:
+    """``input_size`` as (N, C, H, W) ints, or a ValueError saying the form."""
     size = tuple(int(s) for s in input_size)
     if len(size) != 4 or min(size) < 1:
         raise ValueError(f"input_size must be (N, C, H, W) with positive sizes, e.g. (1, 3, 224, 224); got {input_size}")
@@ -35,7 +36,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_size: Sequence[
     ``features_only`` backbones (one per level). ONNX Runtime reproduces the
     PyTorch outputs within 1e-4. The original model is not modified.
     """
-    size = _check_input_size(input_size)
+    size = check_input_size(input_size)
     model = copy.deepcopy(model).float().eval()
     example = torch.randn(size)
     if fold_bn:

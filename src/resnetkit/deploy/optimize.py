@@ -20,6 +20,7 @@ from .autoselect import TOLERANCE, Candidate, choose, relative_error, top1_agree
 from .calibration import DEFAULT_IMAGES, calibration_batches
 from .engines import ENGINES, BuildRequest, get_engine
 from .engines.base import DTYPES, EngineError, flat_outputs
+from .onnx import check_input_size
 from .runtime import InferenceModel, kept_attributes, output_structure
 
 _DTYPE_NAMES = {"fp32": "fp32", "float32": "fp32", "float": "fp32", "bf16": "bf16", "bfloat16": "bf16",
@@ -53,13 +54,8 @@ def _model_in_chans(model: nn.Module) -> int:
 def _input_size(model: nn.Module, input_size: Sequence[int] | None, example_input: Any,
                 calib: list[torch.Tensor] | None) -> tuple[int, int, int, int]:
     if input_size is not None:
-        size = tuple(int(s) for s in input_size)
-        if len(size) == 3:
-            size = (1, *size)
-        if len(size) != 4 or min(size) < 1:
-            raise ValueError(f"input_size must be (N, C, H, W) with positive sizes, e.g. (1, 3, 224, 224); "
-                             f"got {tuple(input_size)}")
-        return size  # type: ignore[return-value]
+        size = tuple(input_size)
+        return check_input_size((1, *size) if len(size) == 3 else size)  # type: ignore[return-value]
     if isinstance(example_input, torch.Tensor) and example_input.ndim == 4:
         return tuple(example_input.shape)  # type: ignore[return-value]
     if calib:

@@ -27,7 +27,6 @@ and no file is written.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -160,7 +159,7 @@ def openvino_peer(model: nn.Module, dtype: str, x: torch.Tensor,
     """
     import openvino as ov
 
-    from .engines.openvino_engine import compile_config, nncf_quantize
+    from .engines.openvino_engine import compile_config, nncf_quantize, precision_name
 
     refuse_openvino_telemetry()
     with warnings.catch_warnings():
@@ -170,9 +169,7 @@ def openvino_peer(model: nn.Module, dtype: str, x: torch.Tensor,
         ov_model = nncf_quantize(ov_model, calibration)
     compiled = ov.Core().compile_model(ov_model, "CPU", compile_config(dtype))
     request = compiled.create_infer_request()
-    precision = compiled.get_property("INFERENCE_PRECISION_HINT")
-    precision = getattr(precision, "to_string", lambda: str(precision))()
-    return (lambda inp: request.infer(inp.numpy(), share_inputs=True)), precision
+    return (lambda inp: request.infer(inp.numpy(), share_inputs=True)), precision_name(compiled)
 
 
 class NotOffered(Exception):
@@ -180,10 +177,10 @@ class NotOffered(Exception):
 
 
 def peer_missing(peer: str, dtype: str) -> list[str]:
-    """Packages the peer needs that are not installed."""
-    need = {"torch.compile": (), "onnxruntime": ("onnxruntime", "onnx"),
-            "openvino": ("openvino", *(("nncf",) if dtype == "int8" else ()))}[peer]
-    return [p for p in need if importlib.util.find_spec(p) is None]
+    """Packages the peer needs that are not installed: its engine's (torch.compile needs none)."""
+    from .engines import get_engine
+
+    return [] if peer == "torch.compile" else get_engine(peer).missing(dtype)
 
 
 def build_peer(peer: str, model: nn.Module, dtype: str, x: torch.Tensor, calibration: list[torch.Tensor] | None,

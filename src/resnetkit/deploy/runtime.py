@@ -18,7 +18,8 @@ from .engines.base import EngineError, Runner
 KEPT_ATTRIBUTES = ("feature_info", "num_classes", "default_input_size", "num_features")
 
 
-def _size(s: Sequence[int]) -> str:
+def size_text(s: Sequence[int]) -> str:
+    """(3, 224, 224) → "3×224×224"."""
     return "×".join(map(str, s))
 
 
@@ -51,8 +52,8 @@ class InferenceModel(nn.Module):
         if self.input_size is not None and self.backend != "torch":
             n, *chw = self.input_size
             if tuple(x.shape[1:]) != tuple(chw):
-                raise EngineError(f"this {self.backend} model was built for {_size(chw)} inputs and got "
-                                  f"{_size(x.shape[1:])}; rebuild it with input_size=(N, {', '.join(map(str, x.shape[1:]))})")
+                raise EngineError(f"this {self.backend} model was built for {size_text(chw)} inputs and got "
+                                  f"{size_text(x.shape[1:])}; rebuild it with input_size=(N, {', '.join(map(str, x.shape[1:]))})")
             if not self.runner.dynamic_batch and x.shape[0] != n:
                 raise EngineError(f"this {self.backend} model was built for batch {n} and got {x.shape[0]}; "
                                   f"rebuild it with input_size=({x.shape[0]}, {', '.join(map(str, chw))})")
@@ -77,7 +78,7 @@ class InferenceModel(nn.Module):
                 "input_size": list(self.input_size) if self.input_size else None, **self.runner.describe()}
 
     def extra_repr(self) -> str:
-        size = f", input_size={_size(self.input_size)}" if self.input_size else ""
+        size = f", input_size={size_text(self.input_size)}" if self.input_size else ""
         return f"backend={self.backend!r}, dtype={self.dtype!r}{size}"
 
     def __getattr__(self, name: str) -> Any:

@@ -54,6 +54,12 @@ def refuse_openvino_telemetry() -> bool:
     return True
 
 
+def precision_name(compiled: Any) -> str:
+    """The precision a compiled model really runs in, as OpenVINO names it ("f32", "bf16")."""
+    precision = compiled.get_property("INFERENCE_PRECISION_HINT")
+    return getattr(precision, "to_string", lambda: str(precision))()
+
+
 def compile_config(dtype: str) -> dict[str, Any]:
     config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": thread_count()}
     if dtype in _PRECISION:
@@ -79,12 +85,11 @@ class OpenVinoRunner(Runner):
     def describe(self) -> dict[str, Any]:
         import openvino as ov
 
-        precision = self.compiled.get_property("INFERENCE_PRECISION_HINT")
         return {"engine": f"openvino {ov.get_version().split('-')[0]}", "device": "CPU",
                 "threads": self.compiled.get_property("INFERENCE_NUM_THREADS"),
                 "performance_hint": str(self.compiled.get_property("PERFORMANCE_HINT")),
                 "compute": ("int8 (NNCF post-training quantization), other layers " if self.dtype == "int8" else "")
-                + getattr(precision, "to_string", lambda: str(precision))()}
+                + precision_name(self.compiled)}
 
     def save(self, directory: str) -> list[str]:
         import openvino as ov
@@ -124,7 +129,7 @@ def nncf_quantize(ov_model: Any, calibration: list[torch.Tensor]) -> Any:
 
 class OpenVinoEngine(Engine):
     name = "openvino"
-    packages = ("openvino", "onnx")
+    packages = ("openvino",)
     file_format = "openvino"
 
     def packages_for(self, dtype: str | None) -> tuple[str, ...]:
@@ -139,10 +144,9 @@ class OpenVinoEngine(Engine):
         refuse_openvino_telemetry()
         import openvino as ov
 
-
         # convert_model on the torch graph, not read_model on our ONNX export: the same fp32 speed, but
         # NNCF quantized the converted graph better (mobilenet_v2 int8, batch 16: 12.6 ms against 15.9 ms).
-        n, *chw = request.input_size
+        chw = request.input_size[1:]
         example = torch.randn(request.input_size)
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracing notices are not the user's business
