@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from resnetkit.deploy.bench import give_trained_like_bn_stats
+
 
 @torch.no_grad()
 def give_trained_bn_stats(*models: nn.Module, seed: int = 0) -> None:
@@ -14,15 +16,7 @@ def give_trained_bn_stats(*models: nn.Module, seed: int = 0) -> None:
     BN layers in the same order (e.g. ours and torchvision's).
     """
     for model in models:
-        g = torch.Generator().manual_seed(seed)
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                n = m.num_features
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(n, generator=g) * 0.5 + 0.75)
-                if m.weight is not None:
-                    m.weight.copy_(torch.rand(n, generator=g) * 0.4 + 0.3)
-                    m.bias.copy_(torch.randn(n, generator=g) * 0.05)
+        give_trained_like_bn_stats(model, seed)
 
 
 def assert_same_layout(ours: nn.Module, ref: nn.Module) -> None:

@@ -20,6 +20,25 @@ def test_count_macs_resnet50_matches_paper():
     assert round(count_macs(rk.create_model("resnet50"), (1, 3, 224, 224)) / 1e9, 2) == 4.09
 
 
+def test_bench_models_have_trained_like_bn_stats_so_int8_is_not_refused():
+    """A fresh mobilenet_v2 in eval mode outputs ~1e-9 for every input, so every int8 build
+    "deviates" 100% and auto refuses it: bench's models carry trained-like BN statistics."""
+    from resnetkit.deploy.autoselect import TOLERANCE, relative_error
+    from resnetkit.deploy.bench import model_pair
+
+    ref, _, ours, _ = model_pair("mobilenet_v2")
+    bn = ours.features[0][1]
+    assert not torch.equal(bn.running_var, torch.ones_like(bn.running_var))
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        y = ours(x)
+        torch.testing.assert_close(y, ref(x), rtol=1e-5, atol=1e-5)  # same weights as torchvision's
+        assert y.abs().max() > 1e-3  # not the degenerate all-zero logits of a fresh net
+        fast = rk.optimize_for_inference(ours, dtype="int8", backend="torch", input_size=(2, 3, 64, 64),
+                                         calibration=torch.randn(8, 3, 64, 64))
+        assert relative_error(y, fast(x)) < TOLERANCE["int8"]
+
+
 @pytest.mark.parametrize("dtype", ["fp32", "int8"])
 def test_bench_cli_end_to_end(dtype, capsys):
     """Without --backends: the baseline and resnetkit's torch engine only, as before."""

@@ -134,6 +134,28 @@ def reference_model(name: str) -> tuple[nn.Module, str] | None:
     return None
 
 
+@torch.no_grad()
+def give_trained_like_bn_stats(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BatchNorm the statistics of a trained net (mean ≈ 0 ± 0.1, var ≈ 0.75–1.25, γ ≈ 0.3–0.7).
+
+    A freshly initialised net in eval mode (mean 0, var 1, γ 1) is degenerate:
+    mobilenet_v2's logits come out near 1e-9 for every input, so any int8
+    build "deviates" by 100% and ``backend="auto"`` rightly refuses it. With
+    these statistics activations keep a trained net's scale and the deviation
+    check means what it means for a real checkpoint. Deterministic in ``seed``.
+    """
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(n, generator=g) * 0.5 + 0.75)
+            if m.weight is not None:
+                m.weight.copy_(torch.rand(n, generator=g) * 0.4 + 0.3)
+                m.bias.copy_(torch.randn(n, generator=g) * 0.05)
+    return model
+
+
 def model_pair(name: str) -> tuple[nn.Module, str, nn.Module, str]:
     """(reference model, its label, resnetkit model, its label) with the same weights, in eval mode.
 
@@ -142,17 +164,21 @@ def model_pair(name: str) -> tuple[nn.Module, str, nn.Module, str]:
     baseline is resnetkit's own eager model; a name that torchvision/timm know
     but resnetkit has not registered gets the reference model itself as
     "ours", so the optimisations can still be measured on the same graph.
+    Weights are random with trained-like BN statistics (see
+    :func:`give_trained_like_bn_stats`): speed does not depend on them.
     """
     from ..registry import _REGISTRY, create_model
 
     ref = reference_model(name)
+    if ref is not None:
+        give_trained_like_bn_stats(ref[0])
     if name not in _REGISTRY:
         if ref is None:
             create_model(name)  # raises the registry's "unknown model ... did you mean" error
         return ref[0], f"{ref[1]} eager fp32", ref[0], f"{ref[1]} model"
     ours = create_model(name).eval()
     if ref is None:
-        return ours, "resnetkit eager fp32", ours, "resnetkit"
+        return give_trained_like_bn_stats(ours), "resnetkit eager fp32", ours, "resnetkit"
     ours.load_state_dict(ref[0].state_dict())
     return ref[0], f"{ref[1]} eager fp32", ours, "resnetkit"
 
