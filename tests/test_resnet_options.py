@@ -152,15 +152,97 @@ def test_drop_path_is_stochastic_in_train_and_off_in_eval():
     assert not torch.allclose(a, b)
 
 
-@pytest.mark.parametrize("plugin,extra", [({"type": "SE", "ratio": 1 / 16}, "after_conv3_plugins"),
-                                          ({"type": "NonLocal"}, "after_conv3_plugins")])
-def test_plugins_run_and_add_parameters(plugin, extra):
-    base = rk.create_model("resnet50")
-    stages = (False, False, True, True)
-    m = rk.create_model("resnet50", plugins=[{"cfg": plugin, "position": "after_conv3", "stages": stages}])
-    assert count_params(m) > count_params(base)
-    assert hasattr(m.layer3[0], extra) and not hasattr(m.layer1[0], extra)
-    assert m.eval()(X).shape == (2, 1000)
+class ZeroPlugin(nn.Module):
+    """Test plugin: replaces its input by zeros, so the block maths says what must come out."""
+
+    def __init__(self, channels):
+        super().__init__()
+
+    def forward(self, x):
+        return torch.zeros_like(x)
+
+
+rk.register_plugin("TestZero", ZeroPlugin)
+
+
+def _zero_at(position, stages=None):
+    spec = {"cfg": {"type": "TestZero"}, "position": position}
+    return [dict(spec, stages=stages)] if stages else [spec]
+
+
+def _relu_after(*layers):
+    """What the block's layers after the plugin make of the zeros it hands on."""
+    def run(block, x):
+        width = block.bn1.num_features if layers else x.shape[1]  # inside the branch, or at its end
+        z = torch.zeros(x.shape[0], width, *x.shape[2:])
+        for name in layers:
+            z = getattr(block, name)(z)
+        return (z + x).relu()
+    return run
+
+
+# Zeroing the tensor at a position: the layers before it drop out, the ones after it see zeros
+# (a conv without bias keeps them zero, BN turns them into its shift), then out = relu(branch + x).
+@torch.no_grad()
+@pytest.mark.parametrize("block_cls,position,expected", [
+    (rk.Bottleneck, "after_conv1", _relu_after("conv2", "bn2", "relu", "conv3", "bn3")),
+    (rk.Bottleneck, "after_conv2", _relu_after("conv3", "bn3")),
+    (rk.Bottleneck, "after_conv3", _relu_after()),
+    (rk.BasicBlock, "after_conv1", _relu_after("conv2", "bn2")),
+    (rk.BasicBlock, "after_conv2", _relu_after()),
+])
+def test_each_plugin_position_runs_where_it_says(block_cls, position, expected):
+    torch.manual_seed(0)
+    inplanes = 16 * block_cls.expansion  # identity shortcut: x is added unchanged
+    block = block_cls(inplanes, 16, plugins=_zero_at(position))
+    give_trained_bn_stats(block)  # nonzero BN shifts, so each position predicts a different output
+    block.eval()
+    x = torch.randn(2, inplanes, 8, 8)
+    torch.testing.assert_close(block(x), expected(block, x), rtol=0, atol=1e-6)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("name,position", [("resnet18", "after_conv2"), ("resnet50", "after_conv3")])
+def test_plugins_apply_on_the_named_stages_only(name, position):
+    stages = (False, True, False, True)
+    base = rk.create_model(name).eval()
+    give_trained_bn_stats(base)
+    m = rk.create_model(name, plugins=_zero_at(position, stages)).eval()
+    m.load_state_dict(base.state_dict())  # the zero plugin has no weights
+    seen = []
+    for blk_name, blk in m.named_modules():
+        if isinstance(blk, (rk.BasicBlock, rk.Bottleneck)):
+            blk.register_forward_hook(lambda mod, inp, out, n=blk_name: seen.append((n, inp[0].clone(), out)))
+    m(torch.randn(1, 3, 64, 64))
+    assert len(seen) == sum(isinstance(b, (rk.BasicBlock, rk.Bottleneck)) for b in m.modules())
+    for blk_name, x, out in seen:
+        stage = int(blk_name[len("layer")]) - 1
+        ref_block = base.get_submodule(blk_name)
+        identity = x if ref_block.downsample is None else ref_block.downsample(x)
+        if stages[stage]:  # the plugin zeroes the last branch tensor: the block passes relu(shortcut) on
+            torch.testing.assert_close(out, identity.relu(), rtol=0, atol=1e-6)
+        else:  # the same block without a plugin, on the same input
+            torch.testing.assert_close(out, ref_block(x), rtol=0, atol=1e-6)
+            assert not torch.allclose(out, identity.relu())
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("cfg", [{"type": "SE", "ratio": 1 / 16}, {"type": "NonLocal"}])
+def test_se_and_nonlocal_plugins_change_the_output(cfg):
+    torch.manual_seed(0)
+    plain = rk.Bottleneck(64, 16)
+    block = rk.Bottleneck(64, 16, plugins=[{"cfg": cfg, "position": "after_conv3"}])
+    block.load_state_dict(plain.state_dict(), strict=False)
+    give_trained_bn_stats(plain, block)
+    plugin = block.after_conv3_plugins[0]
+    for p in plugin.parameters():  # NonLocal's γ starts at 0 (identity); any nonzero weights must act
+        p.normal_(0, 0.5)
+    plain.eval(), block.eval()
+    x = torch.randn(2, 64, 8, 8)
+    branch = plain.bn3(plain.conv3(plain.relu(plain.bn2(plain.conv2(plain.relu(plain.bn1(plain.conv1(x))))))))
+    out = block(x)
+    torch.testing.assert_close(out, (plugin(branch) + x).relu(), rtol=0, atol=1e-5)
+    assert (out - plain(x)).abs().max() > 1e-2
 
 
 def test_se_plugin_after_conv2_of_basic_block():
@@ -177,6 +259,13 @@ def test_nonlocal_plugin_starts_as_identity():
     assert torch.allclose(base(X), nl(X), atol=1e-5)
 
 
+def test_nonlocal_initialises_itself():
+    nl = rk.NonLocal(64)
+    for conv in (nl.g, nl.theta, nl.phi):  # N(0, 0.01), as mmcv's NonLocal2d; Kaiming fan_out would give ~0.18
+        assert 0.005 < conv.weight.std() < 0.02 and not conv.bias.any()
+    assert not nl.norm.weight.any()
+
+
 def test_register_plugin_adds_a_type():
     class Scale(nn.Module):
         def __init__(self, channels, value=2.0):
@@ -190,6 +279,22 @@ def test_register_plugin_adds_a_type():
     m = rk.create_model("resnet18", plugins=[{"cfg": {"type": "TestScale", "value": 1.0},
                                               "position": "after_conv1"}])
     assert m.layer2[0].after_conv1_plugins[0].scale.shape == (1, 128, 1, 1)
+
+
+def test_register_plugin_refuses_to_replace_a_builtin():
+    from resnetkit.blocks.plugins import SEPlugin
+    with pytest.raises(ValueError, match="'SE' is already registered.*override=True"):
+        rk.register_plugin("SE", ZeroPlugin)
+    m = rk.create_model("resnet18", plugins=[{"cfg": {"type": "SE"}, "position": "after_conv2"}])
+    assert isinstance(m.layer1[0].after_conv2_plugins[0], SEPlugin)  # the built-in is still there
+    with pytest.raises(TypeError, match="nn.Module subclass"):
+        rk.register_plugin("TestNotAModule", lambda channels: None)
+    try:
+        rk.register_plugin("SE", ZeroPlugin, override=True)
+        m = rk.create_model("resnet18", plugins=[{"cfg": {"type": "SE"}, "position": "after_conv2"}])
+        assert isinstance(m.layer1[0].after_conv2_plugins[0], ZeroPlugin)
+    finally:
+        rk.register_plugin("SE", SEPlugin, override=True)
 
 
 @pytest.mark.parametrize("spec,match", [

@@ -20,8 +20,19 @@ POSITIONS = ("after_conv1", "after_conv2", "after_conv3")
 _PLUGINS: dict[str, type[nn.Module]] = {}
 
 
-def register_plugin(name: str, cls: type[nn.Module]) -> type[nn.Module]:
-    """Make ``cls`` available as ``{"type": name}`` in a ``plugins`` spec."""
+def register_plugin(name: str, cls: type[nn.Module], override: bool = False) -> type[nn.Module]:
+    """Make ``cls`` available as ``{"type": name}`` in a ``plugins`` spec.
+
+    ``cls(in_channels, **cfg)`` must build an ``nn.Module`` that keeps the tensor's
+    shape and initialises its own weights (the model does not re-initialise plugins).
+    A name already taken (``"SE"``, ``"NonLocal"``, ...) is refused unless
+    ``override=True``, so a typo cannot silently replace a built-in for the process.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise TypeError(f"register_plugin({name!r}, ...): expected an nn.Module subclass, got {cls!r}")
+    if name in _PLUGINS and _PLUGINS[name] is not cls and not override:
+        raise ValueError(f"plugin type {name!r} is already registered ({_PLUGINS[name].__qualname__}); "
+                         f"pick another name or pass override=True to replace it")
     _PLUGINS[name] = cls
     return cls
 
@@ -87,7 +98,17 @@ class NonLocal(nn.Module):
         self.phi = nn.Conv2d(in_channels, inter, 1)
         self.conv_out = nn.Conv2d(inter, in_channels, 1, bias=False)
         self.norm = nn.BatchNorm2d(in_channels)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """As mmcv's NonLocal2d: N(0, 0.01) 1×1 convs with zero biases and a zero γ after
+        ``conv_out``, so the block starts as the identity. The plugin owns its initialisation."""
+        for conv in (self.g, self.theta, self.phi, self.conv_out):
+            nn.init.normal_(conv.weight, std=0.01)
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
         nn.init.zeros_(self.norm.weight)
+        nn.init.zeros_(self.norm.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
