@@ -18,7 +18,10 @@ torchvision only by ``backbone.``; its deep stem is one ``stem`` Sequential
 (conv, BN, ReLU) × 3 while timm/resnetkit keep the last BN as ``bn1``. timm's
 MobileNetV2 has torchvision's modules in the same order under other names, with
 blocks nested per stage (``blocks.stage.block``) where torchvision counts them
-flat (``features.N``).
+flat (``features.N``). The tutorials' checkpoints: kuangliu/pytorch-cifar names our
+``downsample`` ``shortcut`` and our ``fc`` ``linear``; the d2l book's ResNet-18 is one
+``nn.Sequential`` (b1 … b5 at ``0.`` … ``4.``, the Linear at ``7.``), d2l 1.0's puts it
+under ``net.`` with ``b2`` … ``b5`` and ``last`` by name.
 """
 from __future__ import annotations
 
@@ -72,6 +75,22 @@ LAYOUTS: tuple[Layout, ...] = (
         (_BLOCK + r"conv_pwl\.", r"\1conv.2."),
         (_BLOCK + r"bn3\.", r"\1conv.3."),
     ), renumber=(r"^blocks\.(-?\d+)\.(\d+)\.", "features.{}.", 0)),
+    # kuangliu/pytorch-cifar models/resnet.py: our blocks with the projection named `shortcut`, the fc `linear`
+    Layout("kuangliu pytorch-cifar ResNet", r"^layer\d\.\d+\.shortcut\.[01]\.", (
+        (r"^(layer\d\.\d+\.)shortcut\.", r"\1downsample."),
+        (r"^linear\.", "{classifier}."),
+    )),
+    # d2l (chapter_convolutional-modern/resnet.md): net = nn.Sequential(b1, b2, b3, b4, b5, pool, flatten, linear)
+    Layout("d2l nn.Sequential ResNet-18", r"^[1-4]\.\d+\.conv1\.", (
+        (r"^0\.", "b1."), (r"^1\.", "b2."), (r"^2\.", "b3."), (r"^3\.", "b4."), (r"^4\.", "b5."),
+        (r"^7\.", "{classifier}."),
+    )),
+    # d2l 1.0's ResNet18 class: self.net = Sequential(b1) + add_module("b2".."b5") + add_module("last", pool, flatten, fc)
+    Layout("d2l ResNet18 class", r"^net\.b[2-5]\.\d+\.conv1\.", (
+        (r"^net\.0\.", "b1."),
+        (r"^net\.last\.2\.", "{classifier}."),
+        (r"^net\.", ""),
+    )),
 )
 
 

@@ -151,6 +151,8 @@ def load_weights(model: nn.Module, path: str | os.PathLike | Mapping[str, torch.
                            strict=False)
     if stem_msg:
         warnings.warn(stem_msg, UserWarning, stacklevel=2)
+    if layout:
+        logger.info("%s -> %s: read as the %s layout", label, model_label, layout)
     for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape-mismatched (left out)", mismatched)):
         if keys:
             logger.warning("%s -> %s: %d %s keys: %s", label, model_label, len(keys), what, _short(keys))
