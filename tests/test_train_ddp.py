@@ -24,11 +24,11 @@ ARGS = ["--model", "resnet20", "--model-arg", "norm_eval=True", "--image-size", 
 SCRIPT = textwrap.dedent("""
     import sys, torch
     from resnetkit.train import trainer as T
-    from resnetkit.train.checkpoint import plain_state_dict
+    from resnetkit.weights.io import cpu_state_dict
     fit = T.Trainer.fit
     def fit_and_dump(self):
         result = fit(self)
-        torch.save(plain_state_dict(self.net), f"{self.out}/rank{self.dist.rank}.pt")
+        torch.save(cpu_state_dict(self.net), f"{self.out}/rank{self.dist.rank}.pt")
         return result
     T.Trainer.fit = fit_and_dump
     from resnetkit.cli import main

@@ -1,7 +1,7 @@
 """Run outputs: ``last.pt`` (resumable), ``best.safetensors``, ``metrics.csv``, ``curves.png``.
 
-Every file is written to a temporary name in the same folder and renamed over the
-old one (``os.replace`` is atomic on POSIX and Windows), so a run killed mid-write
+Every file is written through :func:`~resnetkit.weights.io.atomic_path` (a temporary
+name in the same folder, renamed over the old file), so a run killed mid-write
 leaves the previous complete file, never a truncated one.
 """
 from __future__ import annotations
@@ -11,40 +11,26 @@ import io
 import json
 import os
 import random
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..weights.io import atomic_path, remove_stale_temporaries, save_weights
 from ._deps import require
 
+RUN_FILES = ("metrics.csv", "curves.png", "last.pt", "best.safetensors")
 METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_time_s"]
 CHECKPOINT_FORMAT = "resnetkit-train-1"
 
 
-def _file_mode() -> int:
-    """What ``open()`` would give a new file: 0o666 minus the process umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success rename it to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        yield tmp
-        os.chmod(tmp, _file_mode())  # some writers (safetensors) create 0600 files
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+def prepare_run_folder(out: Path) -> None:
+    """Create ``out``; remove what a run killed while writing its files left behind."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in RUN_FILES:
+        remove_stale_temporaries(out / name)
 
 
 def rng_state() -> dict[str, Any]:
@@ -89,18 +75,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
-def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The model's tensors as contiguous CPU copies (channels_last weights are not contiguous,
-    and safetensors stores only contiguous, unshared tensors)."""
-    return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-
-
 def save_model_file(model: nn.Module, path: str | os.PathLike, meta: dict[str, Any]) -> None:
     """Write the weights as safetensors with ``meta`` (model name, classes, input spec) as JSON metadata."""
-    from ..weights import save_weights  # atomic too (temporary file + rename)
-
     save_weights(model, path, metadata={"resnetkit": json.dumps(meta)})
-    os.chmod(path, _file_mode())  # safetensors creates 0600 files
 
 
 def read_model_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

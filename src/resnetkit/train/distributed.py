@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -71,8 +72,13 @@ def wrap(model: nn.Module, info: DistInfo, device: torch.device) -> nn.Module:
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    return getattr(model, "module", model)
+def all_gather_object(obj: Any, info: DistInfo) -> list[Any]:
+    """``obj`` of every rank, in rank order (``[obj]`` on one process)."""
+    if not info.enabled:
+        return [obj]
+    gathered: list[Any] = [None] * info.world
+    dist.all_gather_object(gathered, obj)
+    return gathered
 
 
 def all_sum(values: torch.Tensor, info: DistInfo) -> torch.Tensor:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..weights.io import cpu_state_dict
 from . import checkpoint as ckpt
 from . import distributed as dist
 from ._deps import require
@@ -87,6 +88,15 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _model_seed(seed: int, rank: int, epoch: int = 0) -> int:
+    """The seed of one process's model randomness (dropout, drop path) from ``epoch`` on.
+
+    Each torchrun rank gets its own, so the ranks draw independent masks, as the
+    samples of one big batch do; data order and augmentation do not use it.
+    """
+    return int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1, dtype=np.uint64)[0])
+
+
 class Trainer:
     """Train a registered model (or one you pass) on a dataset, writing run files to ``config.out``.
 
@@ -139,6 +149,7 @@ class Trainer:
                          else torch.preserve_format)
         self.net = model                                  # the plain module (saved, evaluated)
         self.model = dist.wrap(model, self.dist, self.device)   # what the training step calls
+        _seed_everything(_model_seed(cfg.seed, self.dist.rank))  # the same init everywhere, then per-rank masks
 
         self.steps_per_epoch = len(self.train_data) // cfg.batch_size
         if self.steps_per_epoch == 0:
@@ -190,11 +201,13 @@ class Trainer:
     # ------------------------------------------------------------------------------- checkpoints
 
     def state_dict(self) -> dict[str, Any]:
+        """Everything ``--resume`` needs. Under torchrun call it on every rank: it gathers each rank's RNG state."""
         sched = self.scheduler.state_dict()
         # The schedule's shape is rebuilt from the config; keeping it out lets a resumed run extend --epochs.
         sched["lr_lambdas"] = [None] * len(sched["lr_lambdas"])
-        return {"epoch": self.epoch, "model": ckpt.plain_state_dict(self.net), "optimizer": self.optimizer.state_dict(),
-                "scheduler": sched, "scaler": self.scaler.state_dict(), "rng": ckpt.rng_state(),
+        return {"epoch": self.epoch, "model": cpu_state_dict(self.net), "optimizer": self.optimizer.state_dict(),
+                "scheduler": sched, "scaler": self.scaler.state_dict(),
+                "rng": dist.all_gather_object(ckpt.rng_state(), self.dist),   # one per rank
                 "config": self.config.to_dict(), "history": self.history, "best_acc": self.best_acc,
                 "meta": self.meta()}
 
@@ -211,19 +224,34 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        ckpt.set_rng_state(state["rng"])
         self.epoch, self.history, self.best_acc = state["epoch"], list(state["history"]), state["best_acc"]
+        self._restore_rng(state["rng"], path)
         self._log(f"resumed {path} after epoch {self.epoch} (best test accuracy {100 * self.best_acc:.2f}%)")
 
-    def _save(self, improved: bool) -> None:
-        if not (self.out and self.dist.is_main):
+    def _restore_rng(self, saved: list[dict[str, Any]] | dict[str, Any], path: Path) -> None:
+        per_rank = saved if isinstance(saved, list) else [saved]   # files from before per-rank states
+        if len(per_rank) == self.dist.world:
+            ckpt.set_rng_state(per_rank[self.dist.rank])
             return
-        ckpt.save_checkpoint(self.out / "last.pt", self.state_dict())
+        if self.verbose:
+            warnings.warn(f"{path} was written by {len(per_rank)} processes, this run has {self.dist.world}: "
+                          "dropout and drop-path masks will not match the interrupted run", stacklevel=4)
+        _seed_everything(_model_seed(self.config.seed, self.dist.rank, self.epoch))
+
+    def _save(self, improved: bool) -> None:
+        if not self.out:
+            return
+        state = self.state_dict()  # on every rank: it gathers their RNG states
+        if not self.dist.is_main:
+            return
+        # last.pt goes last: it marks the epoch done, so a run killed before it redoes the epoch (bit for
+        # bit) and rewrites the other files; killed after it, every file it refers to is already there.
         if improved:
             ckpt.save_model_file(self.net, self.out / "best.safetensors",
                                  {**self.meta(), "epoch": self.epoch, "test_acc": self.best_acc})
         ckpt.write_metrics(self.out / "metrics.csv", self.history)
         ckpt.plot_curves(self.out / "curves.png", self.history)
+        ckpt.save_checkpoint(self.out / "last.pt", state)
 
     # ---------------------------------------------------------------------------------- training
 
@@ -304,8 +332,8 @@ class Trainer:
     def fit(self) -> TrainResult:
         """Train from the current epoch to ``config.epochs``, evaluating and saving after each."""
         cfg = self.config
-        if self.epoch == 0 and self.out and self.dist.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
+        if self.out and self.dist.is_main:
+            ckpt.prepare_run_folder(self.out)
         self._log(f"training {self.model_name or type(self.net).__name__} on {cfg.data}: "
                   f"{len(self.train_data)} train / {len(self.test_data)} test images, "
                   f"input {self.spec.in_chans}x{self.spec.image_size[0]}x{self.spec.image_size[1]}, "
@@ -335,8 +363,8 @@ class Trainer:
                 callback(self, row)
         dist.barrier(self.dist)
         if self.out:
-            self._log(f"best test accuracy {100 * self.best_acc:.2f}%; files in {self.out}/: "
-                      "metrics.csv curves.png last.pt best.safetensors")
+            self._log(f"best test accuracy {100 * self.best_acc:.2f}%; "
+                      f"files in {self.out}/: {' '.join(ckpt.RUN_FILES)}")
         return TrainResult(self.net, self.history, self.best_acc, self.out)
 
 

@@ -14,9 +14,9 @@ import pickletools
 import struct
 import warnings
 from collections.abc import Mapping
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -187,6 +187,49 @@ def unwrap_model(model: nn.Module) -> nn.Module:
         model = inner
 
 
+def _file_mode() -> int:
+    """What ``open()`` would give a new file: 0o666 minus the process umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _temporary(path: Path, pid: str) -> Path:
+    return path.with_name(f".{path.name}.tmp{pid}")
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> None:
+    """Delete the temporary files that writers killed inside :func:`atomic_path` left next to ``path``."""
+    path = Path(path)
+    for tmp in path.parent.glob(_temporary(path, "*").name):
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path`` to write; on success rename it to ``path``.
+
+    ``os.replace`` is atomic on POSIX and Windows, so a process killed at any moment
+    leaves either the old complete file or the new one, never a truncated file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary(path, str(os.getpid()))
+    try:
+        yield tmp
+        os.chmod(tmp, _file_mode())  # some writers (safetensors) create 0600 files
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's tensors as contiguous CPU copies (channels_last weights are not contiguous,
+    and safetensors stores only contiguous, unshared tensors)."""
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+
+
 def save_weights(model: nn.Module, path: str | os.PathLike, metadata: Mapping[str, str] | None = None) -> Path:
     """Write ``model``'s state dict to ``path`` as safetensors (whatever the suffix) and return the path.
 
@@ -199,18 +242,10 @@ def save_weights(model: nn.Module, path: str | os.PathLike, metadata: Mapping[st
     from safetensors.torch import save_file
 
     model = unwrap_model(model)
-    path = Path(path)
     meta = {"format": "pt", "library": "resnetkit"}
     if getattr(model, "model_name", None):
         meta["model_name"] = str(model.model_name)
     meta.update({str(k): str(v) for k, v in (metadata or {}).items()})
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        save_file(tensors, str(tmp), metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    with atomic_path(path) as tmp:
+        save_file(cpu_state_dict(model), str(tmp), metadata=meta)
+    return Path(path)
