@@ -102,7 +102,7 @@ def test_timm_resnet_state_dict(name):
     ref = timm.create_model(name).eval()
     give_trained_bn_stats(ref)
     m = rk.create_model(name).eval()
-    r = rk.load_weights(m, ref.state_dict())  # resnet50d: timm keeps an Identity pool slot in layer1's shortcut
+    r = rk.load_weights(m, ref.state_dict())  # resnet50d: layer1's shortcut has timm's Identity pool slot too
     assert r.missing_keys == r.unexpected_keys == []
     with torch.no_grad():
         _close(m(X), ref(X))

@@ -5,15 +5,15 @@ checkpoints load unchanged into any model built from these blocks.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 
 from .base import Block, DropPath
+from .dcn import check_dcn, conv3x3
+from .norm import NormLayer, norm_abbr
 from .plugins import build_plugin
-
-NormLayer = Callable[[int], nn.Module]
 
 
 def make_shortcut(inplanes: int, outplanes: int, stride: int = 1, avg_down: bool = False,
@@ -23,17 +23,17 @@ def make_shortcut(inplanes: int, outplanes: int, stride: int = 1, avg_down: bool
     A shortcut must have the branch's output shape: when the stride or the
     channel count changes, a 1×1 conv (stride s) + BN projects it (He et al.'s
     option B). With ``avg_down`` (ResNet-D) the stride moves into a 2×2 average
-    pool so the 1×1 conv no longer discards ¾ of the positions.
+    pool so the 1×1 conv no longer discards ¾ of the positions. The pool keeps
+    its slot (``downsample.0``; conv ``.1``, norm ``.2``) at stride 1 too, as an
+    ``nn.Identity`` (timm's module; mmdet's stride-1 ``AvgPool2d(1)`` is the same
+    map), so timm's resnet50d and mmdet's ResNetV1d keys fit every stage.
     """
     if stride == 1 and inplanes == outplanes:
         return None
     norm_layer = norm_layer or nn.BatchNorm2d
-    if avg_down and stride != 1:
-        return nn.Sequential(
-            nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False),
-            nn.Conv2d(inplanes, outplanes, 1, bias=False),
-            norm_layer(outplanes),
-        )
+    if avg_down:
+        pool = nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False) if stride > 1 else nn.Identity()
+        return nn.Sequential(pool, nn.Conv2d(inplanes, outplanes, 1, bias=False), norm_layer(outplanes))
     return nn.Sequential(nn.Conv2d(inplanes, outplanes, 1, stride=stride, bias=False), norm_layer(outplanes))
 
 
@@ -61,10 +61,28 @@ def _check_downsample(block: str, downsample: nn.Module, inplanes: int, outplane
 
 
 class _ResBlock(Block):
-    """Common plumbing: shortcut check, plugins, drop path, zero-init, final add."""
+    """Common plumbing: norms named as mmcv does, shortcut check, plugins, drop path, zero-init, final add.
+
+    Norms are ``bn1, bn2, ...`` (``gn1, ...`` for GroupNorm: mmcv's names, so GN
+    checkpoints from mmdet load); ``norm1, norm2, ...`` reach them whatever their name.
+    """
 
     expansion = 1
-    last_bn = "bn2"
+
+    def _add_norm(self, norm_layer: NormLayer | None, width: int) -> None:
+        """The next norm (``bn1``, ``bn2``, ...), registered right after its conv as torchvision orders keys."""
+        norm_layer = norm_layer or nn.BatchNorm2d
+        names = self.__dict__.setdefault("norm_names", [])
+        names.append(f"{norm_abbr(norm_layer)}{len(names) + 1}")
+        self.add_module(names[-1], norm_layer(width))
+
+    @property
+    def norm1(self) -> nn.Module:
+        return getattr(self, self.norm_names[0])
+
+    @property
+    def norm2(self) -> nn.Module:
+        return getattr(self, self.norm_names[1])
 
     def _setup(self, inplanes: int, planes: int, stride: int, downsample: nn.Module | None,
                drop_path: float, plugins: Sequence[dict] | None, widths: dict[str, int]) -> None:
@@ -100,8 +118,8 @@ class _ResBlock(Block):
         return self.relu(self.drop_path(out) + identity)
 
     def zero_init_last(self) -> None:
-        """Start the block as identity: the last BN's γ = 0 (Goyal et al. 2017)."""
-        bn = getattr(self, self.last_bn)
+        """Start the block as identity: the last norm's γ = 0 (Goyal et al. 2017)."""
+        bn = getattr(self, self.norm_names[-1])
         if getattr(bn, "weight", None) is not None:
             nn.init.zeros_(bn.weight)
 
@@ -109,32 +127,38 @@ class _ResBlock(Block):
 class BasicBlock(_ResBlock):
     """Two 3×3 convs (ResNet-18/34). ``expansion = 1``.
 
-    Unlike torchvision's, it accepts dilation; ``groups``/``base_width`` must stay
-    at 1/64 because the block has no bottleneck to group.
+    Unlike torchvision's, it accepts dilation, as timm does: ``conv1`` runs at
+    ``first_dilation`` (the previous stage's, in a stage's first block) and
+    ``conv2`` at ``dilation``. ``groups``/``base_width`` must stay at 1/64 because
+    the block has no bottleneck to group; ``dcn`` is refused (mmdet's BasicBlock
+    has none either).
     """
 
     expansion = 1
-    last_bn = "bn2"
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
                  groups: int = 1, base_width: int = 64, dilation: int = 1, norm_layer: NormLayer | None = None,
-                 *, style: str = "pytorch", drop_path: float = 0.0, plugins: Sequence[dict] | None = None) -> None:
+                 *, style: str = "pytorch", drop_path: float = 0.0, plugins: Sequence[dict] | None = None,
+                 first_dilation: int | None = None, dcn: dict | None = None) -> None:
         super().__init__()
         if groups != 1 or base_width != 64:
             raise ValueError("BasicBlock supports only groups=1 and base_width=64; use Bottleneck for ResNeXt/Wide")
-        norm_layer = norm_layer or nn.BatchNorm2d
-        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, padding=dilation, dilation=dilation, bias=False)
-        self.bn1 = norm_layer(planes)
+        if dcn is not None:
+            raise ValueError("dcn is not supported on BasicBlock (mmdet's BasicBlock has none either); "
+                             "use a Bottleneck net (depth >= 50)")
+        d1 = first_dilation or dilation
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, padding=d1, dilation=d1, bias=False)
+        self._add_norm(norm_layer, planes)
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(planes, planes, 3, padding=dilation, dilation=dilation, bias=False)
-        self.bn2 = norm_layer(planes)
+        self._add_norm(norm_layer, planes)
         self.stride = stride
         self._setup(inplanes, planes, stride, downsample, drop_path, plugins,
                     {"after_conv1": planes, "after_conv2": planes})
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self._plugin(self.relu(self.bn1(self.conv1(x))), "after_conv1")
-        out = self._plugin(self.bn2(self.conv2(out)), "after_conv2")
+        out = self._plugin(self.relu(self.norm1(self.conv1(x))), "after_conv1")
+        out = self._plugin(self.norm2(self.conv2(out)), "after_conv2")
         return self._add(out, x)
 
 
@@ -145,34 +169,39 @@ class Bottleneck(_ResBlock):
     a strided 1×1 would skip ¾ of the input; ``style="caffe"`` keeps the original
     paper's stride on the first 1×1. Width is ``planes · base_width/64 · groups``
     (ResNeXt 32×4d: groups=32, base_width=4; Wide ResNet: base_width=128).
+    ``conv2`` runs at ``first_dilation`` when given (a dilated stage's first
+    block: the previous stage's dilation, as torchvision and timm do), else at
+    ``dilation``; ``dcn`` (mmdet's dict) makes it a deformable conv.
     """
 
     expansion = 4
-    last_bn = "bn3"
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
                  groups: int = 1, base_width: int = 64, dilation: int = 1, norm_layer: NormLayer | None = None,
-                 *, style: str = "pytorch", drop_path: float = 0.0, plugins: Sequence[dict] | None = None) -> None:
+                 *, style: str = "pytorch", drop_path: float = 0.0, plugins: Sequence[dict] | None = None,
+                 first_dilation: int | None = None, dcn: dict | None = None) -> None:
         super().__init__()
         if style not in ("pytorch", "caffe"):
             raise ValueError(f"style must be 'pytorch' or 'caffe', got {style!r}")
-        norm_layer = norm_layer or nn.BatchNorm2d
         width = int(planes * (base_width / 64.0)) * groups
         s1, s2 = (stride, 1) if style == "caffe" else (1, stride)
         self.conv1 = nn.Conv2d(inplanes, width, 1, stride=s1, bias=False)
-        self.bn1 = norm_layer(width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride=s2, padding=dilation, dilation=dilation,
-                               groups=groups, bias=False)
-        self.bn2 = norm_layer(width)
+        self._add_norm(norm_layer, width)
+        self.conv2 = conv3x3(width, width, s2, first_dilation or dilation, groups, check_dcn(dcn))
+        self._add_norm(norm_layer, width)
         self.conv3 = nn.Conv2d(width, planes * self.expansion, 1, bias=False)
-        self.bn3 = norm_layer(planes * self.expansion)
+        self._add_norm(norm_layer, planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
         self.stride = stride
         self._setup(inplanes, planes, stride, downsample, drop_path, plugins,
                     {"after_conv1": width, "after_conv2": width, "after_conv3": planes * self.expansion})
 
+    @property
+    def norm3(self) -> nn.Module:
+        return getattr(self, self.norm_names[2])
+
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self._plugin(self.relu(self.bn1(self.conv1(x))), "after_conv1")
-        out = self._plugin(self.relu(self.bn2(self.conv2(out))), "after_conv2")
-        out = self._plugin(self.bn3(self.conv3(out)), "after_conv3")
+        out = self._plugin(self.relu(self.norm1(self.conv1(x))), "after_conv1")
+        out = self._plugin(self.relu(self.norm2(self.conv2(out))), "after_conv2")
+        out = self._plugin(self.norm3(self.conv3(out)), "after_conv3")
         return self._add(out, x)

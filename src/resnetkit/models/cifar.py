@@ -45,11 +45,11 @@ class CifarResNet(ResNet):
 
     def _make_stem(self, in_chans: int, out_chs: int, deep_stem: bool,
                    stem_width: int) -> tuple[list[str], int, int]:
-        self.conv1 = _deep_stem(in_chans, stem_width, out_chs, stride=1) if deep_stem else \
-            nn.Conv2d(in_chans, out_chs, 3, 1, 1, bias=False)
-        self.bn1 = self.norm_layer(out_chs)
+        self.conv1 = _deep_stem(in_chans, stem_width, out_chs, stride=1, norm_layer=self.norm_layer) if deep_stem \
+            else nn.Conv2d(in_chans, out_chs, 3, 1, 1, bias=False)
+        norm = self._stem_norm(out_chs)
         self.relu = nn.ReLU(inplace=True)
-        return ["conv1", "bn1", "relu"], 1, 1
+        return ["conv1", norm, "relu"], 1, 1
 
     def _make_shortcut(self, inplanes: int, outplanes: int, stride: int) -> nn.Module | None:
         if self._shortcut_kind == "B" or (stride == 1 and inplanes == outplanes):

@@ -13,35 +13,93 @@ from __future__ import annotations
 from typing import Sequence
 
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..blocks import BasicBlock, Bottleneck, make_shortcut
+from ..blocks.norm import NormLayer, norm_abbr, norm_factory
 from ..blocks.plugins import check_plugins
 from ..features import FeatureInfo
 from ..registry import register_model
 from .base import ResidualNet
 
 
-def _deep_stem(in_chans: int, stem_width: int, out_chs: int, stride: int = 2) -> nn.Sequential:
+def _deep_stem(in_chans: int, stem_width: int, out_chs: int, stride: int = 2,
+               norm_layer: NormLayer | None = None) -> nn.Sequential:
     """Three 3×3 convs (ResNet-C): same receptive field as the 7×7, fewer MACs, more depth.
 
-    The last conv's BN is the model's ``bn1``, so names follow timm's deep stem
+    The last conv's norm is the model's ``bn1``, so names follow timm's deep stem
     (``conv1.0 … conv1.6``) and mmdet's ``stem.N`` maps onto them one to one.
     """
+    norm_layer = norm_layer or nn.BatchNorm2d
     return nn.Sequential(
-        nn.Conv2d(in_chans, stem_width, 3, stride, 1, bias=False), nn.BatchNorm2d(stem_width), nn.ReLU(inplace=True),
-        nn.Conv2d(stem_width, stem_width, 3, 1, 1, bias=False), nn.BatchNorm2d(stem_width), nn.ReLU(inplace=True),
+        nn.Conv2d(in_chans, stem_width, 3, stride, 1, bias=False), norm_layer(stem_width), nn.ReLU(inplace=True),
+        nn.Conv2d(stem_width, stem_width, 3, 1, 1, bias=False), norm_layer(stem_width), nn.ReLU(inplace=True),
         nn.Conv2d(stem_width, out_chs, 3, 1, 1, bias=False),
     )
+
+
+def _ints(name: str, values: Sequence[int], n: int) -> tuple[int, ...]:
+    values = tuple(values)
+    if len(values) != n or not all(isinstance(v, int) and v >= 1 for v in values):
+        raise ValueError(f"{name} needs {n} positive integers (one per stage), got {values}")
+    return values
+
+
+def stage_geometry(num_stages: int, strides: Sequence[int] | None = None, dilations: Sequence[int] | None = None,
+                   contract_dilation: bool = False, replace_stride_with_dilation: Sequence[bool] | None = None,
+                   ) -> list[tuple[int, int, int]]:
+    """``(stride, dilation, first block's dilation)`` of each stage.
+
+    Two vocabularies: mmdet's per-stage ``strides``/``dilations`` (every block of
+    a stage at its dilation; ``contract_dilation``, mmseg's option, halves it in
+    the first block), or torchvision's ``replace_stride_with_dilation`` (a
+    flagged stage trades its stride 2 for doubled dilation, and its first block
+    runs at the previous stage's dilation, as torchvision and timm do).
+    """
+    if replace_stride_with_dilation is not None:
+        if strides is not None or dilations is not None or contract_dilation:
+            raise ValueError("replace_stride_with_dilation (torchvision's) cannot be combined with strides/dilations/"
+                             "contract_dilation (mmdet's); use one vocabulary")
+        flags = tuple(replace_stride_with_dilation)
+        if len(flags) != num_stages - 1:
+            raise ValueError(f"replace_stride_with_dilation needs {num_stages - 1} booleans (one per stage after "
+                             f"the first), got {replace_stride_with_dilation}")
+        out, dilation = [(1, 1, 1)], 1
+        for flag in flags:
+            previous = dilation
+            if flag:  # keep resolution, grow the receptive field instead (DeepLab)
+                dilation *= 2
+            out.append((1 if flag else 2, dilation, previous))
+        return out
+    strides = _ints("strides", strides if strides is not None else (1, 2, 2, 2)[:num_stages], num_stages)
+    dilations = _ints("dilations", dilations if dilations is not None else (1,) * num_stages, num_stages)
+    return [(s, d, d // 2 if contract_dilation and d > 1 else d) for s, d in zip(strides, dilations)]
+
+
+def _dilation_flags(output_stride: int | None, stem_reduction: int, num_stages: int) -> list[bool] | None:
+    """timm's ``output_stride``: the stages that would pass it trade their stride for dilation."""
+    if output_stride is None:
+        return None
+    if output_stride not in (8, 16, 32):
+        raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+    net, flags = stem_reduction, []
+    for _ in range(1, num_stages):
+        flags.append(net >= output_stride)
+        net *= 1 if flags[-1] else 2
+    return flags
 
 
 class ResNet(ResidualNet):
     """Stem (7×7/2 conv + 3×3/2 max pool) and one stage of residual blocks per entry of ``layers``.
 
     Args mirror torchvision (``groups``, ``width_per_group``,
-    ``replace_stride_with_dilation``, ``zero_init_residual``) and mmdet
-    (``style``, ``deep_stem``, ``avg_down``, ``frozen_stages``, ``norm_eval``,
-    ``with_cp``, ``plugins``), plus timm's ``drop_path_rate``. ``widths`` are
-    the stages' base widths (block outputs are ``width × block.expansion``).
+    ``replace_stride_with_dilation``, ``zero_init_residual``, ``norm_layer``),
+    mmdet (``style``, ``deep_stem``, ``avg_down``, ``frozen_stages``,
+    ``norm_eval``, ``with_cp``, ``plugins``, ``num_stages``, ``strides``,
+    ``dilations``, ``base_channels``, ``stem_channels``, ``norm_cfg``, ``dcn``,
+    ``stage_with_dcn``; mmseg's ``contract_dilation``) and timm
+    (``drop_path_rate``, ``output_stride``, ``stem_width``). ``widths`` are the
+    stages' base widths (block outputs are ``width × block.expansion``).
     Subclasses change the stem (``_make_stem``) or the shortcut (``_make_shortcut``).
     """
 
@@ -56,7 +114,7 @@ class ResNet(ResidualNet):
         replace_stride_with_dilation: Sequence[bool] | None = None,
         style: str = "pytorch",
         deep_stem: bool = False,
-        stem_width: int = 32,
+        stem_width: int | None = None,
         avg_down: bool = False,
         zero_init_residual: bool = False,
         drop_path_rate: float = 0.0,
@@ -66,41 +124,60 @@ class ResNet(ResidualNet):
         plugins: Sequence[dict] | None = None,
         norm_layer: type[nn.Module] | None = None,
         widths: Sequence[int] = (64, 128, 256, 512),
+        *,
+        num_stages: int | None = None,
+        strides: Sequence[int] | None = None,
+        dilations: Sequence[int] | None = None,
+        contract_dilation: bool = False,
+        output_stride: int | None = None,
+        base_channels: int | None = None,
+        stem_channels: int | None = None,
+        norm_cfg: dict | None = None,
+        dcn: dict | None = None,
+        stage_with_dcn: Sequence[bool] | None = None,
     ) -> None:
         super().__init__()
         if style not in ("pytorch", "caffe"):
             raise ValueError(f"style must be 'pytorch' or 'caffe', got {style!r}")
         if len(layers) != len(widths):
             raise ValueError(f"layers {tuple(layers)} and widths {tuple(widths)} need one entry per stage")
-        dilations = tuple(replace_stride_with_dilation or (False,) * (len(layers) - 1))
-        if len(dilations) != len(layers) - 1:
-            raise ValueError(f"replace_stride_with_dilation needs {len(layers) - 1} booleans (one per stage after "
-                             f"the first), got {replace_stride_with_dilation}")
-        plugins = check_plugins(plugins, num_stages=len(layers))
-        self.norm_layer = norm_layer or nn.BatchNorm2d
+        n = len(layers) if num_stages is None else num_stages
+        if not 1 <= n <= len(layers):
+            raise ValueError(f"num_stages must be 1..{len(layers)} for this model, got {num_stages}")
+        layers = tuple(layers)[:n]
+        widths = tuple(base_channels * 2 ** i for i in range(n)) if base_channels else tuple(widths)[:n]
+        plugins = check_plugins(plugins, num_stages=n)
+        dcn_stages = _dcn_stages(dcn, stage_with_dcn, n)
+        self.norm_layer = norm_factory(norm_cfg, norm_layer)
         self.groups, self.base_width = groups, width_per_group
         self.style, self.avg_down = style, avg_down
         self.num_classes = num_classes
-        self.inplanes, self.dilation = widths[0], 1
+        self.inplanes = stem_channels or widths[0]
+        self.c1_module = "relu"
 
-        stem_names, c1_reduction, reduction = self._make_stem(in_chans, widths[0], deep_stem, stem_width)
+        stem_names, c1_reduction, reduction = self._make_stem(in_chans, self.inplanes, deep_stem,
+                                                              stem_width or (stem_channels or 64) // 2)
+        if output_stride is not None and replace_stride_with_dilation is not None:
+            raise ValueError("pass output_stride (timm's) or replace_stride_with_dilation (torchvision's), not both")
+        flags = _dilation_flags(output_stride, reduction, n) if output_stride else replace_stride_with_dilation
+        geometry = stage_geometry(n, strides, dilations, contract_dilation, flags)
         # C1 is the stem's output when the stem downsamples (CIFAR stems do not: their first level is layer1)
-        info = [dict(num_chs=widths[0], reduction=c1_reduction, module="relu")] if c1_reduction > 1 else []
+        info = [dict(num_chs=self.inplanes, reduction=c1_reduction, module=self.c1_module)] if c1_reduction > 1 else []
         dpr = [drop_path_rate * i / max(sum(layers) - 1, 1) for i in range(sum(layers))]
-        for i, (planes, n) in enumerate(zip(widths, layers)):
-            stride, dilate = (1, False) if i == 0 else (2, dilations[i - 1])
+        for i, (planes, num_blocks, (stride, dilation, first_dilation)) in enumerate(zip(widths, layers, geometry)):
             stage_plugins = [p for p in plugins if p["stages"][i]]
-            layer = self._make_layer(block, planes, n, stride, dilate, dpr[:n], stage_plugins)
-            dpr = dpr[n:]
+            layer = self._make_layer(block, planes, num_blocks, stride, dilation, first_dilation, dpr[:num_blocks],
+                                     stage_plugins, dcn if dcn_stages[i] else None)
+            dpr = dpr[num_blocks:]
             setattr(self, f"layer{i + 1}", layer)
-            reduction *= 1 if dilate else stride
+            reduction *= stride
             info.append(dict(num_chs=planes * block.expansion, reduction=reduction, module=f"layer{i + 1}"))
 
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.num_features = self.inplanes
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
-        stages = [f"layer{i + 1}" for i in range(len(layers))]
+        stages = [f"layer{i + 1}" for i in range(n)]
         self.trunk_names = stem_names + stages
         self.stage_ends = [stem_names[-1]] + stages  # frozen_stages: 0 = stem, i = layer i
         self.head_names = ["avgpool", "fc"]
@@ -109,50 +186,79 @@ class ResNet(ResidualNet):
         self._init_weights(zero_init_residual)
         self._apply_backbone_options(frozen_stages, norm_eval, with_cp)
 
+    def _stem_norm(self, chs: int) -> str:
+        """Add the stem's norm as ``bn1`` (``gn1`` for GroupNorm: mmcv's name); returns the name."""
+        name = f"{norm_abbr(self.norm_layer)}1"
+        self.add_module(name, self.norm_layer(chs))
+        return name
+
     def _make_stem(self, in_chans: int, out_chs: int, deep_stem: bool,
                    stem_width: int) -> tuple[list[str], int, int]:
-        """ImageNet stem: 7×7/2 conv (or the deep stem), BN, ReLU, 3×3/2 max pool.
+        """ImageNet stem: 7×7/2 conv (or the deep stem), norm, ReLU, 3×3/2 max pool.
 
         Returns the stem's module names, the reduction at its ReLU (C1) and at its end.
         """
-        self.conv1 = _deep_stem(in_chans, stem_width, out_chs) if deep_stem else \
+        self.conv1 = _deep_stem(in_chans, stem_width, out_chs, norm_layer=self.norm_layer) if deep_stem else \
             nn.Conv2d(in_chans, out_chs, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = self.norm_layer(out_chs)
+        norm = self._stem_norm(out_chs)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        return ["conv1", "bn1", "relu", "maxpool"], 2, 4
+        return ["conv1", norm, "relu", "maxpool"], 2, 4
 
     def _make_shortcut(self, inplanes: int, outplanes: int, stride: int) -> nn.Module | None:
         return make_shortcut(inplanes, outplanes, stride, self.avg_down, self.norm_layer)
 
-    def _make_layer(self, block, planes, blocks, stride, dilate, drop_paths, plugins) -> nn.Sequential:
-        previous_dilation = self.dilation
-        if dilate:  # keep resolution, grow the receptive field instead (DeepLab)
-            self.dilation *= stride
-            stride = 1
+    def _make_layer(self, block, planes, blocks, stride, dilation, first_dilation, drop_paths, plugins,
+                    dcn) -> nn.Sequential:
         downsample = self._make_shortcut(self.inplanes, planes * block.expansion, stride)
         common = dict(groups=self.groups, base_width=self.base_width, norm_layer=self.norm_layer,
-                      style=self.style, plugins=plugins)
-        layers = [block(self.inplanes, planes, stride, downsample, dilation=previous_dilation,
+                      style=self.style, plugins=plugins, dilation=dilation)
+        if dcn is not None:  # BasicBlock refuses dcn; without one it is not passed at all
+            common["dcn"] = dcn
+        layers = [block(self.inplanes, planes, stride, downsample, first_dilation=first_dilation,
                         drop_path=drop_paths[0], **common)]
         self.inplanes = planes * block.expansion
         for i in range(1, blocks):
-            layers.append(block(self.inplanes, planes, dilation=self.dilation, drop_path=drop_paths[i], **common))
+            layers.append(block(self.inplanes, planes, drop_path=drop_paths[i], **common))
         return nn.Sequential(*layers)
 
     def _init_weights(self, zero_init_residual: bool) -> None:
-        for m in self.modules():
+        """Kaiming convs and unit norms, as torchvision; modules that initialise themselves
+        (plugins, deformable convs' zero offsets) keep their own initialisation."""
+        for m in _generic_modules(self):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            elif isinstance(m, (_BatchNorm, nn.GroupNorm)) and m.weight is not None:
                 nn.init.constant_(m.weight, 1)
                 nn.init.constant_(m.bias, 0)
-        # NonLocal plugins start as identity; re-zero after the generic BN init above.
-        for m in self.modules():
-            if hasattr(m, "conv_out") and hasattr(m, "norm"):
-                nn.init.zeros_(m.norm.weight)
-            if zero_init_residual and hasattr(m, "zero_init_last"):
-                m.zero_init_last()
+        if zero_init_residual:
+            for m in self.modules():
+                if hasattr(m, "zero_init_last"):
+                    m.zero_init_last()
+
+
+def _generic_modules(model: nn.Module):
+    """Every module of ``model`` outside plugin stacks and modules marked ``inits_itself``."""
+    def walk(m: nn.Module, name: str):
+        if getattr(m, "inits_itself", False) or name.endswith("_plugins"):
+            return
+        yield m
+        for child_name, child in m.named_children():
+            yield from walk(child, child_name)
+    return walk(model, "")
+
+
+def _dcn_stages(dcn: dict | None, stage_with_dcn: Sequence[bool] | None, n: int) -> tuple[bool, ...]:
+    """Which stages get ``dcn``: mmdet's ``stage_with_dcn``, required with ``dcn`` so that neither is ignored."""
+    if dcn is None:
+        if stage_with_dcn is not None and any(stage_with_dcn):
+            raise ValueError("stage_with_dcn selects stages for dcn, but no dcn was given; add "
+                             "dcn=dict(type='DCNv2', deform_groups=1)")
+        return (False,) * n
+    if stage_with_dcn is None or len(tuple(stage_with_dcn)) != n:
+        raise ValueError(f"dcn needs stage_with_dcn with {n} booleans saying which stages get it, "
+                         f"e.g. {(False,) + (True,) * (n - 1)}; got {stage_with_dcn}")
+    return tuple(bool(s) for s in stage_with_dcn)
 
 
 def _resnet(block, layers, **kwargs) -> ResNet:

@@ -160,10 +160,11 @@ def _shortcut_slots(keys: Iterable[str]) -> dict[str, list[int]]:
 def align_shortcut_slots(names: dict[str, str], model_keys: set[str]) -> dict[str, str]:
     """Re-index ResNet-D shortcuts whose optional pool slot differs from the model's.
 
-    For a stride-1 ResNet-D shortcut timm keeps an ``nn.Identity`` pool at
-    ``downsample.0`` (conv at ``.1``, BN at ``.2``) where mmdet and resnetkit
-    leave the pool out (conv at ``.0``, BN at ``.1``). A shortcut with as many
-    parameterised slots as the model's but starting elsewhere is shifted.
+    timm (``nn.Identity``), mmdet (``AvgPool2d(1)``) and resnetkit all keep the pool
+    slot of a stride-1 ResNet-D shortcut (``layer1.0.downsample``: conv at ``.1``,
+    norm at ``.2``), but resnetkit's own files written before it did have the conv
+    at ``.0``. A shortcut with as many parameterised slots as the model's but
+    starting elsewhere is shifted, so those files still load.
     """
     ours, theirs = _shortcut_slots(model_keys), _shortcut_slots(names.values())
     shift = {p: ours[p][0] - s[0] for p, s in theirs.items()

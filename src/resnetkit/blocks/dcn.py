@@ -1,0 +1,99 @@
+"""Deformable convolution (Dai et al. 2017; v2: Zhu et al. 2019) with mmcv's parameter layout.
+
+mmdet's ``dcn=dict(type='DCN'|'DCNv2', deform_groups=N)`` replaces a Bottleneck's
+3×3 ``conv2`` by mmcv's ``DeformConv2dPack`` / ``ModulatedDeformConv2dPack``:
+the kernel stays ``conv2.weight`` and a plain conv ``conv2.conv_offset``
+predicts, per output position, a (dy, dx) pair for each kernel tap and deform
+group (DCNv2: plus a mask logit). The sampling itself is
+``torchvision.ops.deform_conv2d``, whose offset and mask channel order is mmcv's.
+
+The offset conv starts at zero (as mmcv initialises it), so an untrained DCN
+samples the regular grid and equals the plain conv; DCNv2's mask is then
+sigmoid(0) = 0.5, so it gives half of it.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.ops import deform_conv2d
+
+_TYPES = {"DCN": False, "DCNv2": True}  # mmcv type -> modulated
+
+
+class DeformConv2d(nn.Module):
+    """A k×k conv whose sampling grid is shifted by offsets predicted from its own input."""
+
+    inits_itself = True  # the offset conv must start at zero: a model's generic init leaves it alone
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
+                 padding: int = 0, dilation: int = 1, groups: int = 1, deform_groups: int = 1,
+                 modulated: bool = False, bias: bool = False) -> None:
+        super().__init__()
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"DeformConv2d: {in_channels}->{out_channels} channels do not split into {groups} groups")
+        if in_channels % deform_groups:
+            raise ValueError(f"DeformConv2d: deform_groups={deform_groups} must divide in_channels={in_channels}")
+        self.stride, self.padding, self.dilation = stride, padding, dilation
+        self.modulated, self.deform_groups = modulated, deform_groups
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        taps = deform_groups * kernel_size * kernel_size
+        self.conv_offset = nn.Conv2d(in_channels, (3 if modulated else 2) * taps, kernel_size, stride,
+                                     padding, dilation, bias=True)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+        nn.init.zeros_(self.conv_offset.weight)  # start on the regular grid
+        nn.init.zeros_(self.conv_offset.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv_offset(x)
+        mask = None
+        if self.modulated:  # mmcv: offsets are the first two thirds, the mask logits the last third
+            dy_dx, logits = out.split([out.shape[1] * 2 // 3, out.shape[1] // 3], dim=1)
+            out, mask = dy_dx, torch.sigmoid(logits)
+        return deform_conv2d(x, out, self.weight, self.bias, stride=self.stride, padding=self.padding,
+                             dilation=self.dilation, mask=mask)
+
+    def extra_repr(self) -> str:
+        out, cin, k, _ = self.weight.shape
+        groups = self.conv_offset.in_channels // cin
+        return (f"{self.conv_offset.in_channels}, {out}, kernel_size={k}, stride={self.stride}, padding="
+                f"{self.padding}, dilation={self.dilation}, groups={groups}, deform_groups={self.deform_groups}, "
+                f"modulated={self.modulated}")
+
+
+def check_dcn(dcn: dict | None) -> dict | None:
+    """Validate mmdet's ``dcn`` dict; returns ``{modulated, deform_groups, fallback_on_stride}``."""
+    if dcn is None:
+        return None
+    if not isinstance(dcn, dict):
+        raise TypeError(f"dcn must be a dict like dict(type='DCNv2', deform_groups=1), got {dcn!r}")
+    cfg = dict(dcn)
+    kind = cfg.pop("type", None)
+    if kind not in _TYPES:
+        raise ValueError(f"dcn type {kind!r} is not supported; use 'DCN' or 'DCNv2' (mmcv's DeformConv2dPack / "
+                         "ModulatedDeformConv2dPack)")
+    out = dict(modulated=_TYPES[kind], deform_groups=int(cfg.pop("deform_groups", 1)),
+               fallback_on_stride=bool(cfg.pop("fallback_on_stride", False)))
+    if cfg:
+        raise ValueError(f"dcn option(s) {sorted(cfg)} are not supported; dcn takes type, deform_groups and "
+                         "fallback_on_stride")
+    return out
+
+
+def conv3x3(in_channels: int, out_channels: int, stride: int, dilation: int, groups: int,
+            dcn: dict | None) -> nn.Module:
+    """A block's 3×3 conv: plain, or deformable per ``check_dcn(dcn)``.
+
+    ``fallback_on_stride`` keeps the plain conv where this conv is strided (DCN
+    on a strided conv samples a sparser grid that few checkpoints were trained with).
+    """
+    if dcn is None or (dcn["fallback_on_stride"] and stride > 1):
+        return nn.Conv2d(in_channels, out_channels, 3, stride, padding=dilation, dilation=dilation,
+                         groups=groups, bias=False)
+    return DeformConv2d(in_channels, out_channels, 3, stride, padding=dilation, dilation=dilation, groups=groups,
+                        deform_groups=dcn["deform_groups"], modulated=dcn["modulated"])
