@@ -5,15 +5,21 @@ A family subclass builds its layers and then declares three things:
 * ``trunk_names``  - top-level (or dotted) module names whose sequential run is
   ``forward_features``;
 * ``feature_info`` - one level per reduction, each naming a trunk module;
-* ``head_names``   - modules that only the classifier head uses
-  (``classifier_name`` is the final ``nn.Linear`` among them).
+* ``head_names``   - the head's top-level modules in the order they run (pool,
+  flatten, ..., classifier); ``classifier_name`` is the final ``nn.Linear``, inside
+  the last of them.
+
+Because the head is made of modules too, replacing ``model.avgpool`` takes effect
+(as in torchvision), ``summary`` shows the pool and flatten rows, and iterating
+over a model gives its top-level layers in order, so the d2l book's
+``for layer in net: X = layer(X)`` loop runs the forward pass.
 
 Everything generic then lives here, once: classifier head API, gradient
 checkpointing, ``features_only`` backbones, ``frozen_stages`` and ``norm_eval``.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -48,14 +54,24 @@ class ResidualNet(nn.Module):
             x = module(x)
         return x
 
-    # ------------------------------------------------------------------ head
-    def forward_pre_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Pool the last feature map to one vector per image (families may override)."""
-        return torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+    def __iter__(self) -> Iterator[nn.Module]:
+        """The top-level layers in the order forward runs them: ``for layer in net: x = layer(x)`` is
+        ``net(x)`` (the d2l book's shape loop)."""
+        if self.features_only:
+            raise TypeError(f"{getattr(self, 'model_name', type(self).__name__)} is a features_only backbone: it "
+                            "returns one map per level, which no loop over layers gives; iterate over .trunk()")
+        names = dict.fromkeys(n.split(".")[0] for n in self.trunk_names)
+        return iter([self.get_submodule(n) for n in [*names, *self.head_names]])
 
+    # ------------------------------------------------------------------ head
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.forward_pre_logits(x)
-        return x if pre_logits else self.get_submodule(self.classifier_name.split(".")[0])(x)
+        """Run the head's modules in order; ``pre_logits`` stops before the classifier (pooled features)."""
+        classifier = self.classifier_name.split(".")[0]
+        for name in self.head_names:
+            if pre_logits and name == classifier:
+                break
+            x = self.get_submodule(name)(x)
+        return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         if self.features_only:

@@ -30,7 +30,10 @@ def _resnet_block(input_channels: int, num_channels: int, num_residuals: int, fi
 
 
 class D2LResNet(ResidualNet):
-    """b1 (7×7/2 conv with bias, BN, ReLU, 3×3/2 max pool), b2–b5 of two ``Residual`` each, pool, fc.
+    """b1 (7×7/2 conv with bias, BN, ReLU, 3×3/2 max pool), b2–b5 of two ``Residual`` each, pool, flatten, fc.
+
+    Iterating gives the book's ``nn.Sequential`` order (b1 … b5, AdaptiveAvgPool2d,
+    Flatten, Linear), so the book's ``for layer in net`` shape loop runs unchanged.
 
     Level 0 is the stem ReLU (before the max pool, /2), levels 1–4 are b2–b5.
     Works on 28×28 MNIST digits (final map 1×1) as well as on 224×224.
@@ -52,11 +55,12 @@ class D2LResNet(ResidualNet):
             info.append(dict(num_chs=ch, reduction=reduction, module=f"b{i + 2}"))
             in_ch = ch
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.flatten = nn.Flatten()
         self.num_features = 512
         self.fc = nn.Linear(512, num_classes) if num_classes > 0 else nn.Identity()
 
         self.trunk_names = ["b1.0", "b1.1", "b1.2", "b1.3", "b2", "b3", "b4", "b5"]
-        self.head_names = ["avgpool", "fc"]
+        self.head_names = ["avgpool", "flatten", "fc"]
         self.classifier_name = "fc"
         self.feature_info = FeatureInfo(info)
         self._apply_backbone_options(frozen_stages, norm_eval, with_cp)

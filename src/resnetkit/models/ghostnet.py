@@ -7,7 +7,6 @@
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from ..blocks import ConvBNAct, GhostBottleneck, make_divisible
@@ -29,7 +28,8 @@ CFGS = [
 
 class GhostNet(ResidualNet):
     """Stem (3×3/2 conv, BN, ReLU), ``blocks`` of GhostBottlenecks ending in a 1×1 ConvBNAct, and
-    timm's head: global pool → 1×1 ``conv_head`` to 1280 (with bias) → ReLU → dropout → ``classifier``.
+    timm's head: ``global_pool`` → 1×1 ``conv_head`` to 1280 (with bias) → ReLU → flatten → dropout →
+    ``classifier``, all modules (so the head shows in summaries and iterating runs the net).
 
     Because the head has a conv after pooling, pooled features (``pre_logits``,
     ``num_classes=0``) have ``num_features`` = 1280 channels, while
@@ -59,19 +59,18 @@ class GhostNet(ResidualNet):
         self.blocks = nn.Sequential(*stages)
 
         self.num_features = 1280
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.conv_head = nn.Conv2d(self.head_in_features, self.num_features, 1, bias=True)
         self.act2 = nn.ReLU(inplace=True)
+        self.flatten = nn.Flatten(1)
+        self.dropout = nn.Dropout(drop_rate)
         self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
         self.trunk_names = ["conv_stem", "bn1", "act1"] + [f"blocks.{i}" for i in range(len(stages))]
-        self.head_names = ["conv_head", "act2", "classifier"]
+        self.head_names = ["global_pool", "conv_head", "act2", "flatten", "dropout", "classifier"]
         self.classifier_name = "classifier"
         self.feature_info = levels_from_trunk([("act1", stem_chs, 2)] + trunk)
         self._apply_backbone_options(frozen_stages, norm_eval, with_cp)
-
-    def forward_pre_logits(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act2(self.conv_head(x.mean((2, 3), keepdim=True)))
-        return nn.functional.dropout(torch.flatten(x, 1), self.drop_rate, self.training)
 
 
 def _ghostnet(width: float, **kwargs) -> GhostNet:

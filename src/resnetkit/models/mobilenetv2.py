@@ -23,7 +23,8 @@ DEFAULT_SETTING = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2],
 
 
 class MobileNetV2(ResidualNet):
-    """``features`` (3×3/2 stem, 17 inverted residuals, 1×1 conv to 1280) and ``classifier`` (dropout, fc).
+    """``features`` (3×3/2 stem, 17 inverted residuals, 1×1 conv to 1280), ``avgpool``, ``flatten`` and
+    ``classifier`` (dropout, fc).
 
     ``width_mult`` scales every width (rounded to ``round_nearest``); the last
     conv never shrinks below 1280. ``act_layer`` is ReLU6 as in the paper.
@@ -58,11 +59,14 @@ class MobileNetV2(ResidualNet):
         # the 1×1 expansion before the head belongs to no feature level (CONTRACT §2)
         layers.append(ConvBNAct(in_ch, self.num_features, 1, norm_layer=norm_layer, act_layer=act_layer))
         self.features = nn.Sequential(*layers)
+        # torchvision pools functionally; modules make the pool replaceable and visible in summaries
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.flatten = nn.Flatten(1)
         self.classifier = nn.Sequential(nn.Dropout(dropout),
                                         nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity())
 
         self.trunk_names = [f"features.{i}" for i in range(len(layers))]
-        self.head_names = ["classifier"]
+        self.head_names = ["avgpool", "flatten", "classifier"]
         self.classifier_name = "classifier.1"
         self.feature_info = levels_from_trunk(trunk)
         self._init_weights()

@@ -174,13 +174,14 @@ class ResNet(ResidualNet):
             info.append(dict(num_chs=planes * block.expansion, reduction=reduction, module=f"layer{i + 1}"))
 
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.flatten = nn.Flatten(1)
         self.num_features = self.inplanes
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
         stages = [f"layer{i + 1}" for i in range(n)]
         self.trunk_names = stem_names + stages
         self.stage_ends = [stem_names[-1]] + stages  # frozen_stages: 0 = stem, i = layer i
-        self.head_names = ["avgpool", "fc"]
+        self.head_names = ["avgpool", "flatten", "fc"]
         self.classifier_name = "fc"
         self.feature_info = FeatureInfo(info)
         self._init_weights(zero_init_residual)
