@@ -77,7 +77,7 @@ def test_shortcut_reasons_for_other_families():
            "change 16 → 24" in mb
     assert "features.3 (InvertedResidual): shortcut = identity" in mb
     d2l = str(_explain(rk.create_model("d2l_resnet18"), (1, 1, 96, 96)))
-    assert "(Residual): shortcut = projection `conv3` (Conv 1×1×128 Stride=2)" in d2l
+    assert "(Residual): shortcut = projection `conv3` (Conv 1×1×128 Stride=2 Bias)" in d2l
     cifar = str(_explain(rk.create_model("resnet20"), (1, 3, 32, 32)))
     assert "shortcut = parameter-free `downsample` (ZeroPadShortcut)" in cifar
 

@@ -237,7 +237,8 @@ def test_to_table_of_a_table_net_gives_the_table_back():
 def test_to_table_renders_residual_units_as_one_row():
     text = rk.to_table(rk.create_model("resnet18"), (1, 3, 224, 224))
     lines = text.splitlines()
-    assert len(lines) == 1 + 2 + 8 + 1        # header, stem conv + max pool, 8 BasicBlocks, FC
+    assert len(lines) == 1 + 2 + 8 + 2        # header, stem conv + max pool, 8 BasicBlocks, global pool, FC
+    assert lines[-2].startswith("| 7×7×512    | Global avg pool ")
     assert "Conv 1×1×128 Stride=2, BN" in lines[5]
     assert "Identity" in lines[4]
     # conv1 → bn1 → relu → conv2 → bn2, + shortcut, → relu: the inner BN and ReLU are written, the last
@@ -245,5 +246,7 @@ def test_to_table_renders_residual_units_as_one_row():
     assert "| BasicBlock: Conv 3×3×64 Padding=1 + BN, ReLU → Conv 3×3×64 Padding=1 " in lines[3]
     assert lines[3].rstrip(" |").endswith("| BN, ReLU")
     assert_golden("to_table_resnet18.txt", text)
-    with pytest.raises(rk.TableError, match="unknown operation 'BasicBlock: "):
-        rk.from_table(text)
+    # and it is a table from_table reads: torchvision's parameter count (11,689,512), unit by unit
+    rebuilt = rk.from_table(text)
+    assert count_params(rebuilt) == 11_689_512
+    assert [type(m).__name__ for m in rebuilt.children()].count("TableResidual") == 8

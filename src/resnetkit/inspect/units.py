@@ -8,6 +8,7 @@ exists once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -38,7 +39,8 @@ def after_word(module: nn.Module) -> str | None:
     return None
 
 
-def _square(values: tuple[int, ...]) -> str:
+def square(values: Sequence[int]) -> str:
+    """``3`` for (3, 3), ``3×5`` for (3, 5): a per-axis value as a table writes it."""
     return str(values[0]) if len(set(values)) == 1 else "×".join(map(str, values))
 
 
@@ -46,8 +48,8 @@ def op_words(module: nn.Module, with_stride: bool = False) -> str | None:
     """A conv or pool in table words: ``Conv 3×3×64``, ``Max pool 3×3`` (None for other layers).
 
     ``with_stride`` appends ``Stride=s``/``Padding=p`` (as a Shortcut cell
-    writes them); grouped convs always say ``Groups=g`` and dilated ones
-    ``Dilation=d``.
+    writes them); grouped convs always say ``Groups=g``, dilated ones
+    ``Dilation=d`` and convs with a bias ``Bias``.
     """
     params = window_params(module)
     if params is None:
@@ -62,13 +64,15 @@ def op_words(module: nn.Module, with_stride: bool = False) -> str | None:
         extras = []
     if with_stride:
         if set(s) != {1}:
-            extras.insert(0, f"Stride={_square(s)}")
+            extras.insert(0, f"Stride={square(s)}")
         if set(p) != {0}:
-            extras.append(f"Padding={_square(p)}")
+            extras.append(f"Padding={square(p)}")
     if set(d) != {1}:
-        extras.append(f"Dilation={_square(d)}")
+        extras.append(f"Dilation={square(d)}")
     if isinstance(module, (_MaxPoolNd, _AvgPoolNd)) and getattr(module, "ceil_mode", False):
         extras.append("Ceil")
+    if isinstance(module, _ConvNd) and module.bias is not None:
+        extras.append("Bias")
     return " ".join([text, *extras])
 
 

@@ -1,6 +1,7 @@
 """``to_table``: any model as a layer table, one row per layer or residual unit."""
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -9,8 +10,10 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..inspect.trace import Call, Trace, trace, window_params
-from ..inspect.units import after_word, describe_layers, op_words, residual_unit
-from .parse import COLUMN_TITLES, fmt_size
+from ..blocks.shortcut import ZeroPadShortcut
+from ..inspect.units import after_word, describe_layers, op_words, residual_unit, square
+from .ops import fmt_size
+from .parse import COLUMN_TITLES
 
 _SILENT = (nn.Identity, nn.Flatten, nn.Dropout, nn.Dropout2d)
 _SE_NAMES = re.compile(r"SqueezeExcit|^SE|SELayer|SEModule")
@@ -33,12 +36,60 @@ def _size(shape: tuple[int, ...] | None) -> str:
     return fmt_size(per_image) if len(per_image) in (1, 3) else "×".join(map(str, per_image))
 
 
-def _square(values: Sequence[int]) -> str:
-    return str(values[0]) if len(set(values)) == 1 else "×".join(map(str, values))
-
-
 def _atomic(c: Call) -> bool:
     return c.leaf or isinstance(c.module, _BatchNorm)  # timm's BatchNormAct2d holds its activation
+
+
+def _is_ghost(m: nn.Module) -> bool:
+    return hasattr(m, "primary_conv") and hasattr(m, "cheap_operation")
+
+
+def _se_words(m: nn.Module) -> str:
+    """``SE 16`` (reduced channels), with the gate when it is not a sigmoid: ``SE 20 Hardsigmoid``."""
+    rd = next((c.out_channels for c in m.modules() if isinstance(c, nn.Conv2d)), 0)
+    gate = after_word(getattr(m, "gate", nn.Sigmoid()))
+    return f"SE {rd}" + (f" {gate}" if gate not in (None, "Sigmoid") else "")
+
+
+def _shortcut_words(sc: nn.Module | None) -> str:
+    if isinstance(sc, ZeroPadShortcut):
+        return f"Zero-pad {sc.outplanes}" + (f" Stride={sc.stride}" if sc.stride > 1 else "")
+    return "Identity" if sc is None else describe_layers(sc)
+
+
+@dataclass
+class _Step:
+    text: str
+    stride: int
+    after: list[str] = field(default_factory=list)
+    call: Call | None = None     # a plain conv/pool step's call
+
+    def words(self, with_after: bool = True) -> str:
+        return self.text + (f" + {', '.join(self.after)}" if with_after and self.after else "")
+
+
+def _steps(tr: Trace, calls: list[Call]) -> list[_Step]:
+    """The steps (convs, pools, SE, ghost concats) of a run of calls, with the norms/activations after each."""
+    steps: list[_Step] = []
+    done: set[int] = set()
+    for d in calls:
+        if d.index in done or d.parent in done:
+            done.add(d.index)
+            continue
+        if _is_ghost(d.module):
+            parts = [_steps(tr, [p] if p.leaf else tr.descendants(p)) for p in tr.calls if p.parent == d.index]
+            inner = "; ".join(" → ".join(s.words() for s in part) for part in parts)
+            stride = math.prod(s.stride for part in parts for s in part)
+            steps.append(_Step(f"Ghost concat {d.out_shape[1]} ({inner})", stride))
+            done.add(d.index)
+        elif _SE_NAMES.search(d.type_name):
+            steps.append(_Step(_se_words(d.module), 1))
+            done.add(d.index)
+        elif _atomic(d) and (words := op_words(d.module, with_stride=True)) is not None:
+            steps.append(_Step(words, window_params(d.module)[0][1], call=d))
+        elif _atomic(d) and (w := after_word(d.module)) is not None and steps:
+            steps[-1].after.append(w)
+    return steps
 
 
 def _layer_row(c: Call) -> _Row | None:
@@ -46,8 +97,8 @@ def _layer_row(c: Call) -> _Row | None:
     m = c.module
     if (words := op_words(m)) is not None:
         k_s_p_d = window_params(m)
-        return _Row(_size(c.in_shape), words, _square([s for _, s, _, _ in k_s_p_d]),
-                    _square([p for _, _, p, _ in k_s_p_d]))
+        return _Row(_size(c.in_shape), words, square([s for _, s, _, _ in k_s_p_d]),
+                    square([p for _, _, p, _ in k_s_p_d]))
     if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)) and c.out_shape[2:] == (1, 1):
         return _Row(_size(c.in_shape), f"Global {'avg' if isinstance(m, nn.AdaptiveAvgPool2d) else 'max'} pool")
     if isinstance(m, nn.Linear):
@@ -56,43 +107,26 @@ def _layer_row(c: Call) -> _Row | None:
 
 
 def _unit_row(c: Call, tr: Trace) -> _Row:
-    """A residual unit as one row: its branch's ops, overall stride, shortcut and final norms/activations."""
+    """A residual unit as one row: its steps, overall stride, shortcut and final norms/activations.
+
+    A unit of one conv reads exactly like a plain row with a Shortcut; a deeper
+    one is ``Label: step → step → ...``, each inner step with the norms and
+    activations after it; the last step's (BN before the addition, the
+    activation after it) are the After cell.
+    """
     unit = residual_unit(c.module)
-    skip = set()
-    if unit.shortcut is not None:
-        sc_ids = {id(m) for m in unit.shortcut.modules()}
-        skip = {d.index for d in tr.descendants(c) if id(d.module) in sc_ids}
-    segments: list[tuple[Call, list[str]]] = []
-    gates: set[int] = set()  # squeeze-excite calls: shown as one "SE" word, their 1×1 convs are not the branch
-    for d in tr.descendants(c):
-        if d.index in skip:
-            continue
-        if d.parent in gates or _SE_NAMES.search(d.type_name):
-            if d.parent not in gates and segments:
-                segments[-1][1].append("SE")
-            gates.add(d.index)
-            continue
-        if not _atomic(d):
-            continue
-        if op_words(d.module) is not None:
-            segments.append((d, []))
-        elif (w := after_word(d.module)) is not None and segments:
-            segments[-1][1].append(w)
-    shortcut = "Identity" if unit.shortcut is None else describe_layers(unit.shortcut)
-    if len(segments) == 1:
-        row = _layer_row(segments[0][0])
-        row.input, row.shortcut, row.after = _size(c.in_shape), shortcut, [w for w in segments[0][1] if w != "SE"]
+    sc_ids = {id(m) for m in unit.shortcut.modules()} if unit.shortcut is not None else set()
+    steps = _steps(tr, [d for d in tr.descendants(c) if id(d.module) not in sc_ids])
+    shortcut = _shortcut_words(unit.shortcut)
+    last_after = steps[-1].after if steps else []
+    if len(steps) == 1 and steps[0].call is not None:
+        row = _layer_row(steps[0].call)
+        row.input, row.shortcut, row.after = _size(c.in_shape), shortcut, last_after
         return row
-    # The After cell holds what follows the unit's last conv (BN before the addition, the activation
-    # after it); the norms, activations and SE that follow inner convs are written after each one.
-    inner = [", ".join(a) for _, a in segments[:-1]] + ["SE" if "SE" in a else "" for _, a in segments[-1:]]
-    ops = " → ".join(op_words(d.module, with_stride=True) + (f" + {w}" if w else "")
-                     for (d, _), w in zip(segments, inner))
-    stride = 1
-    for d, _ in segments:
-        stride *= window_params(d.module)[0][1]
-    last_after = [w for w in segments[-1][1] if w != "SE"] if segments else []
-    return _Row(_size(c.in_shape), f"{type(c.module).__name__}: {ops}", str(stride), "", shortcut, last_after)
+    label = getattr(c.module, "table_label", "") or c.type_name
+    ops = " → ".join([s.words() for s in steps[:-1]] + [s.words(with_after=False) for s in steps[-1:]])
+    stride = math.prod(s.stride for s in steps)
+    return _Row(_size(c.in_shape), f"{label}: {ops}", str(stride), "", shortcut, last_after)
 
 
 def table_rows(tr: Trace) -> list[_Row]:
@@ -106,6 +140,10 @@ def table_rows(tr: Trace) -> list[_Row]:
         unit = None if c.leaf else residual_unit(c.module)
         if unit is not None and unit.kind != "none":
             rows.append(_unit_row(c, tr))
+            inside.add(c.index)
+            continue
+        if _is_ghost(c.module) or _SE_NAMES.search(c.type_name):  # outside a unit: a row of its own
+            rows.append(_Row(_size(c.in_shape), _steps(tr, [c])[0].text))
             inside.add(c.index)
             continue
         if not _atomic(c) or isinstance(c.module, _SILENT):
