@@ -4,6 +4,7 @@ from . import blocks, models  # noqa: F401  (importing models registers them)
 from .blocks import *  # noqa: F401,F403
 from .blocks import __all__ as _blocks_all
 from .features import FeatureInfo
+from .detection import with_fpn
 from .weights import LoadResult, WeightsError, load_weights, save_weights
 from .registry import UnknownModelError, create_model, list_models, register_model
 from .deploy import export, export_onnx, load_inference, optimize_for_inference, quantize_int8
@@ -18,3 +19,4 @@ __all__ = ["create_model", "list_models", "register_model", "register_plugin", "
            "summary", "explain", "from_table", "to_table", "TableError", *_blocks_all]
 __all__ += ["Trainer", "TrainConfig", "fit"]
 __all__ += ["load_weights", "save_weights", "WeightsError", "LoadResult"]
+__all__ += ["with_fpn"]
