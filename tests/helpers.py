@@ -28,3 +28,21 @@ def assert_same_layout(ours: nn.Module, ref: nn.Module) -> None:
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+# CONTRACT §2: frozen_stages=N freezes stage 0 (the stem, up to C1) through stage N (up to level N),
+# level N being the last block at that reduction. Written out per family from the architectures:
+FROZEN_AT_STAGE_1 = {
+    "resnet": ("conv1.", "bn1.", "layer1."),        # 7×7 or deep stem + BN (C1), layer1 (C2); CIFAR too
+    "mobilenet_v2": ("features.0.", "features.1.",   # stem conv 32 /2, IR t=1 → 16 (C1)
+                     "features.2.", "features.3."),  # IR → 24 /4, IR → 24 (C2)
+    "ghostnet": ("conv_stem.", "bn1.", "blocks.0.",  # stem 16 /2 + BN, ghost bottleneck 16 (C1)
+                 "blocks.1.", "blocks.2."),          # → 24 /4, → 24 (C2)
+    "d2l": ("b1.0.", "b1.1.",                        # 7×7/2 conv + BN (its ReLU is C1; max pool: no weights)
+            "b2."),                                  # two 64-channel Residuals at /4 (C2)
+}
+
+
+def frozen_at_stage_1(name: str) -> tuple[str, ...]:
+    family = next((f for f in ("mobilenet_v2", "ghostnet", "d2l") if name.startswith(f)), "resnet")
+    return FROZEN_AT_STAGE_1[family]

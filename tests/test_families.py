@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import resnetkit as rk
-from helpers import assert_same_layout, count_params, give_trained_bn_stats
+from helpers import assert_same_layout, count_params, frozen_at_stage_1, give_trained_bn_stats
 
 
 # ------------------------------------------------------------------ d2l ResNet-18
@@ -180,24 +180,27 @@ def test_grad_checkpointing_keeps_outputs_and_grads(name):
     assert all(torch.allclose(a, b, atol=1e-4, rtol=1e-3) for a, b in zip(g1, g2))
 
 
+@pytest.mark.parametrize("name", ["mobilenet_v2", "ghostnet_050", "d2l_resnet18", "resnet20", "cifar_resnet18",
+                                  "resnet18"])
+def test_frozen_stages_freeze_the_stem_and_first_stage_by_name(name):
+    # stage 0 = the stem, stage 1 = up to C2, whether or not the stem downsamples (mmdet's meaning)
+    m = rk.create_model(name, frozen_stages=1).train()
+    prefixes = frozen_at_stage_1(name)
+    frozen = {n for n, p in m.named_parameters() if not p.requires_grad}
+    assert frozen == {n for n, _ in m.named_parameters() if n.startswith(prefixes)}
+    assert all(any(n.startswith(p) for n in frozen) for p in prefixes)  # every prefix names real weights
+    for mod_name, mod in m.named_modules():  # frozen stages stay in eval mode, without norm_eval
+        if mod_name and (mod_name + ".").startswith(prefixes):
+            assert not mod.training, mod_name
+        elif isinstance(mod, torch.nn.BatchNorm2d):
+            assert mod.training, mod_name
+
+
 @pytest.mark.parametrize("name", ["mobilenet_v2", "ghostnet_050", "resnet20"])
-def test_frozen_stages_and_norm_eval(name):
-    m = rk.create_model(name, frozen_stages=1, norm_eval=True)
-    m.train()
-    frozen = [p for mod in m._stage_modules(0) + m._stage_modules(1) for p in mod.parameters()]
-    assert frozen and not any(p.requires_grad for p in frozen)
+def test_norm_eval_keeps_every_bn_in_eval(name):
+    m = rk.create_model(name, frozen_stages=1, norm_eval=True).train()
     assert all(not bn.training for bn in m.modules() if isinstance(bn, torch.nn.BatchNorm2d))
     assert any(p.requires_grad for p in m.parameters())
-
-
-@pytest.mark.parametrize("name", ["resnet20", "cifar_resnet18", "resnet18"])
-def test_frozen_stages_mean_the_same_on_cifar_and_imagenet_resnets(name):
-    # stage 0 = the stem, stage k = layer k, whether or not the stem downsamples (mmdet's meaning)
-    m = rk.create_model(name, frozen_stages=1).train()
-    frozen = {n.split(".")[0] for n, p in m.named_parameters() if not p.requires_grad}
-    assert frozen == {"conv1", "bn1", "layer1"}
-    assert not m.layer1.training and m.layer2.training  # frozen stages stay in eval, without norm_eval
-    assert all(p.requires_grad for p in m.layer2.parameters())
 
 
 def test_cifar_resnets_take_every_resnet_option():

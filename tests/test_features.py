@@ -7,7 +7,7 @@ import timm
 import torch
 
 import resnetkit as rk
-from resnetkit.registry import get_entry
+from helpers import frozen_at_stage_1
 
 HEAVY = {"resnet101", "resnet152", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet101_2"}
 NAMES = [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in rk.list_models()]
@@ -61,8 +61,6 @@ ONE_PER_FAMILY = ["resnet18", "mobilenet_v2", "ghostnet_050", "cifar_resnet18", 
 
 @pytest.mark.parametrize("name", ONE_PER_FAMILY)
 def test_out_indices_select_levels_and_prune_the_rest(name):
-    if name not in rk.list_models():
-        pytest.skip(f"{name} is not registered yet")
     full = rk.create_model(name)
     n = len(full.feature_info)
     f = rk.create_model(name, features_only=True, out_indices=(-1, 1))  # negative counts from the end
@@ -125,8 +123,6 @@ TIMM_SAME["mobilenet_v2"] = "mobilenetv2_100"
 @pytest.mark.parametrize("ours,theirs", [pytest.param(o, t, marks=pytest.mark.slow) if o in HEAVY else (o, t)
                                          for o, t in TIMM_SAME.items()])
 def test_feature_info_equals_timm(ours, theirs):
-    if ours not in rk.list_models():
-        pytest.skip(f"{ours} is not registered yet")
     ref = timm.create_model(theirs, features_only=True, pretrained=False).feature_info
     mine = rk.create_model(ours, features_only=True).feature_info
     assert mine.channels() == ref.channels()
@@ -134,8 +130,6 @@ def test_feature_info_equals_timm(ours, theirs):
 
 
 def test_ghostnet_taps_the_last_block_at_each_reduction():
-    if "ghostnet_100" not in rk.list_models():
-        pytest.skip("ghostnet_100 is not registered yet")
     mine = rk.create_model("ghostnet_100", features_only=True).feature_info
     assert mine.channels() == [16, 24, 40, 112, 160]
     assert mine.reduction() == [2, 4, 8, 16, 32]
@@ -149,28 +143,26 @@ def _bns(module):
     return [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
 
 
-@pytest.mark.parametrize("name", [n for n in rk.list_models()
-                                  if n not in HEAVY and "frozen_stages" in get_entry(n).accepted_kwargs()])
+@pytest.mark.parametrize("name", [n for n in rk.list_models() if n not in HEAVY])  # every family takes it
 def test_frozen_stages_hold_in_features_mode(name):
     f = rk.create_model(name, features_only=True, out_indices=(1, 2), frozen_stages=1).train()
-    frozen = f._stage_modules(0) + f._stage_modules(1)
-    assert frozen and all(not p.requires_grad for m in frozen for p in m.parameters())
-    assert all(not m.training for mod in frozen for m in mod.modules())
-    live = f._stage_modules(2)
-    assert all(p.requires_grad for m in live for p in m.parameters())
-    assert all(bn.training for m in live for bn in _bns(m))
+    prefixes = frozen_at_stage_1(name)  # the stem and stage 1 by name, written out per family
+    frozen = {n for n, p in f.named_parameters() if not p.requires_grad}
+    assert frozen and frozen == {n for n, _ in f.named_parameters() if n.startswith(prefixes)}
+    frozen_mods = [m for n, m in f.named_modules() if n and (n + ".").startswith(prefixes)]
+    assert all(not m.training for m in frozen_mods)
+    live_bns = [m for m in _bns(f) if not any(m is fm for fm in frozen_mods)]
+    assert live_bns and all(bn.training for bn in live_bns)
     # a frozen BN's running stats do not move in a training step
-    before = [bn.running_mean.clone() for m in frozen for bn in _bns(m)]
+    before = [bn.running_mean.clone() for m in frozen_mods for bn in _bns(m)]
     side = _side(f)
     sum(o.sum() for o in f(torch.randn(2, f.default_input_size[0], side, side))).backward()
-    after = [bn.running_mean for m in frozen for bn in _bns(m)]
-    assert all(torch.equal(a, b) for a, b in zip(before, after))
+    after = [bn.running_mean for m in frozen_mods for bn in _bns(m)]
+    assert before and all(torch.equal(a, b) for a, b in zip(before, after))
 
 
 @pytest.mark.parametrize("name", ONE_PER_FAMILY)
 def test_norm_eval_in_features_mode(name):
-    if name not in rk.list_models():
-        pytest.skip(f"{name} is not registered yet")
     f = rk.create_model(name, features_only=True, norm_eval=True).train()
     bns = _bns(f)
     assert bns and all(not bn.training for bn in bns)
@@ -179,8 +171,6 @@ def test_norm_eval_in_features_mode(name):
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "ghostnet_050", "cifar_resnet18"])
 def test_with_cp_in_features_mode_keeps_outputs_and_grads(name):
-    if name not in rk.list_models():
-        pytest.skip(f"{name} is not registered yet")
     torch.manual_seed(0)
     plain = rk.create_model(name, features_only=True)
     cp = rk.create_model(name, features_only=True, with_cp=True)
