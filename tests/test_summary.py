@@ -8,7 +8,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import resnetkit as rk
-from golden_files import assert_golden
+from golden_files import GOLDEN_DIR, assert_golden, check_facts
 from helpers import count_params
 
 import fvcore.nn as fvcore_nn  # a test dependency: the reference must run, never be skipped
@@ -241,6 +241,11 @@ def open_seed():
 def test_golden_summary_printouts():
     assert_golden("summary_resnet18_depth2.txt", str(rk.summary(rk.create_model("resnet18"), (1, 3, 224, 224), 2)))
     assert_golden("summary_seed_table.txt", str(rk.summary(rk.from_table(open_seed()), (1, 3, 112, 112), 3)))
+
+
+@pytest.mark.parametrize("path", sorted(GOLDEN_DIR.glob("*.txt")), ids=lambda p: p.name)
+def test_every_golden_file_holds_its_hand_checked_facts(path):
+    check_facts(path.name, path.read_text(encoding="utf-8"))
 
 
 # ------------------------------------------------------------------ MACs of functional code
