@@ -100,9 +100,9 @@ def test_ghost_bottleneck_identity_shortcut():
 
 
 # ------------------------------------------------------------------ shortcuts
-def test_block_with_stride_and_no_projection_is_refused():
-    with pytest.raises(ValueError, match="cannot be added"):
-        rk.BasicBlock(16, 32, 2)
+def test_a_block_that_builds_its_projection_says_so():
+    assert "downsample: 1×1 projection built by the block" in repr(rk.BasicBlock(16, 32, 2))
+    assert "built by the block" not in repr(rk.BasicBlock(16, 32, 2, downsample=rk.make_shortcut(16, 32, 2)))
 
 
 def test_zero_pad_shortcut_is_parameter_free_option_a():

@@ -7,6 +7,7 @@ from torch import nn
 
 import resnetkit as rk
 from helpers import give_trained_bn_stats
+from test_tutorial_checkpoints import KuangliuBasicBlock
 
 # Printed by the book's loop (d2l.ai, §8.6 "Residual Networks", PyTorch tab) for X = torch.rand(1, 1, 224, 224)
 BOOK_LINES = """\
@@ -85,3 +86,18 @@ def test_summary_shows_the_pool_and_flatten_rows():
     rows = rk.summary(rk.create_model("d2l_resnet18"), (1, 1, 224, 224), depth=1).rows
     assert [(r.name, r.type, r.output_shape) for r in rows[-3:]] == [
         ("avgpool", "AdaptiveAvgPool2d", (1, 512, 1, 1)), ("flatten", "Flatten", (1, 512)), ("fc", "Linear", (1, 10))]
+
+
+def test_kuangliu_basic_block_call_builds_his_block():
+    ours = rk.BasicBlock(64, 128, 2).eval()
+    ref = KuangliuBasicBlock(64, 128, 2).eval()   # kuangliu/pytorch-cifar's block, written out
+    give_trained_bn_stats(ref)
+    ours.load_state_dict({k.replace("shortcut.", "downsample."): v for k, v in ref.state_dict().items()})
+    x = torch.randn(1, 64, 56, 56)
+    assert ours(x).shape == (1, 128, 28, 28)
+    assert torch.allclose(ours(x), ref(x), atol=1e-5)
+
+
+def test_a_downsample_that_cannot_fit_is_still_refused():
+    with pytest.raises(ValueError, match="but the branch gives 1×128×4×4"):
+        rk.BasicBlock(64, 128, 2, downsample=nn.Conv2d(64, 128, 1))

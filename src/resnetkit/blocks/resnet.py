@@ -5,6 +5,7 @@ checkpoints load unchanged into any model built from these blocks.
 """
 from __future__ import annotations
 
+import copy
 from typing import Sequence
 
 import torch
@@ -87,15 +88,14 @@ class _ResBlock(Block):
     def _setup(self, inplanes: int, planes: int, stride: int, downsample: nn.Module | None,
                drop_path: float, plugins: Sequence[dict] | None, widths: dict[str, int]) -> None:
         outplanes = planes * self.expansion
-        if downsample is None and (stride != 1 or inplanes != outplanes):
-            name = type(self).__name__
-            raise ValueError(
-                f"{name}(inplanes={inplanes}, planes={planes}, stride={stride}): the branch outputs "
-                f"{outplanes} channels at stride {stride} but the shortcut is an identity, so the two "
-                f"cannot be added. Pass downsample=resnetkit.blocks.make_shortcut({inplanes}, {outplanes}, "
-                f"stride={stride}) (a 1×1 projection)."
-            )
-        if downsample is not None:
+        # Where the shapes change and no downsample is given, build the 1×1 projection (conv + a fresh copy
+        # of the block's last norm) as kuangliu's CIFAR code does: BasicBlock(64, 128, 2) works. torchvision
+        # always passes one there, so none of its valid calls changes.
+        self.auto_shortcut = downsample is None and (stride != 1 or inplanes != outplanes)
+        if self.auto_shortcut:
+            last_norm = getattr(self, self.norm_names[-1])
+            downsample = make_shortcut(inplanes, outplanes, stride, norm_layer=lambda _: copy.deepcopy(last_norm))
+        elif downsample is not None:
             _check_downsample(type(self).__name__, downsample, inplanes, outplanes, stride)
         self.downsample = downsample
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
@@ -108,6 +108,9 @@ class _ResBlock(Block):
                 seq = nn.Sequential()
                 setattr(self, f"{pos}_plugins", seq)
             seq.append(build_plugin(p["cfg"], widths[pos]))
+
+    def extra_repr(self) -> str:
+        return "downsample: 1×1 projection built by the block (the shapes change)" if self.auto_shortcut else ""
 
     def _plugin(self, x: torch.Tensor, position: str) -> torch.Tensor:
         seq = getattr(self, f"{position}_plugins", None)
