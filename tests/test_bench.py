@@ -128,3 +128,26 @@ def test_openvino_telemetry_refused():
 
     assert refuse_openvino_telemetry() is True
     assert OptInChecker().check(False, True) == ConsentCheckResult.DECLINED
+
+
+# Published parameter counts (torchvision's model docs) above 40 M: built twice (ours and the reference), 2-10 s each.
+HEAVY = {"resnet101": 44.5e6, "resnet152": 60.2e6, "wide_resnet50_2": 68.9e6, "resnext101_64x4d": 83.5e6, "resnext101_32x8d": 88.8e6,
+         "wide_resnet101_2": 126.9e6}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if n in HEAVY else [])
+                                  for n in rk.list_models()])
+def test_bench_runs_for_every_registered_name(name, capsys, one_thread):
+    """`resnetkit bench NAME` at 32×32 (H x W only: the model's own channels, 1 for d2l_resnet18), fp32, torch."""
+    assert main(["bench", name, "--input", "32x32", "--iters", "1", "--warmup", "1", "--no-ceiling"]) == 0
+    out = capsys.readouterr().out
+    header = out.splitlines()[0]
+    assert header.startswith(f"{name}  input 1x{1 if name == 'd2l_resnet18' else 3}x32x32"), header
+    assert "not measured (--no-ceiling)" in out
+    rows = _rows(out)
+    assert re.search(r"\d\.\d\dx", rows["resnetkit torch fp32"]), out
+
+
+def test_bench_input_hw_is_checked(capsys):
+    assert main(["bench", "resnet18", "--input", "32x0"]) == 2
+    assert "224x224 (H x W)" in capsys.readouterr().err
