@@ -20,6 +20,14 @@ import resnetkit as rk
 
 
 # --------------------------------------------------------------- kuangliu/pytorch-cifar
+def kuangliu_shortcut(in_planes, out_planes, stride):
+    """Both blocks' ``self.shortcut``: empty Sequential (identity), or 1×1 conv + BN where shapes change."""
+    if stride != 1 or in_planes != out_planes:
+        return nn.Sequential(nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False),
+                             nn.BatchNorm2d(out_planes))
+    return nn.Sequential()
+
+
 class KuangliuBasicBlock(nn.Module):
     expansion = 1
 
@@ -29,11 +37,7 @@ class KuangliuBasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(planes)
         self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=1, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or in_planes != self.expansion * planes:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_planes, self.expansion * planes, kernel_size=1, stride=stride, bias=False),
-                nn.BatchNorm2d(self.expansion * planes))
+        self.shortcut = kuangliu_shortcut(in_planes, self.expansion * planes, stride)
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
@@ -53,11 +57,7 @@ class KuangliuBottleneck(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = nn.Conv2d(planes, self.expansion * planes, kernel_size=1, bias=False)
         self.bn3 = nn.BatchNorm2d(self.expansion * planes)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or in_planes != self.expansion * planes:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_planes, self.expansion * planes, kernel_size=1, stride=stride, bias=False),
-                nn.BatchNorm2d(self.expansion * planes))
+        self.shortcut = kuangliu_shortcut(in_planes, self.expansion * planes, stride)
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
