@@ -10,13 +10,14 @@ from .registry import UnknownModelError, create_model, list_models, register_mod
 from .deploy import export, export_onnx, load_inference, optimize_for_inference, quantize_int8
 from .train import TrainConfig, Trainer, fit  # torch only: tqdm/matplotlib/mlxtend load on use
 from .inspect import explain, summary
+from .inspect.draw import draw
 from .tables import TableError, from_table, to_table
 
 __version__ = "0.1.0"
 
 __all__ = ["create_model", "list_models", "register_model", "register_plugin", "UnknownModelError",
            "FeatureInfo", "optimize_for_inference", "quantize_int8", "export_onnx", "export", "load_inference",
-           "summary", "explain", "from_table", "to_table", "TableError", *_blocks_all]
+           "summary", "explain", "draw", "from_table", "to_table", "TableError", *_blocks_all]
 __all__ += ["Trainer", "TrainConfig", "fit"]
 __all__ += ["load_weights", "save_weights", "WeightsError", "LoadResult"]
 __all__ += ["with_fpn"]

@@ -9,7 +9,7 @@ import sys
 from ..deploy.engines.base import MissingEngineError
 
 # Subcommand modules, in the order ``resnetkit --help`` lists them.
-COMMANDS = ["list_cmd", "summary_cmd", "bench_cmd", "export_cmd", "train_cmd"]
+COMMANDS = ["list_cmd", "summary_cmd", "draw_cmd", "bench_cmd", "export_cmd", "train_cmd"]
 
 
 class CLIError(Exception):

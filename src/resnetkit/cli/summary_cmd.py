@@ -12,14 +12,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "parameters and multiply-accumulates (MACs per image; FLOPs = 2 x MACs), the totals, and "
                        "the stride and receptive field of each stage. TARGET is a registered model name "
                        "(see `resnetkit list`) or a file holding a layer table (see resnetkit.from_table).")
-    p.add_argument("target", metavar="NAME|TABLE_FILE", help="e.g. resnet50, or my_net.md")
-    p.add_argument("--input", default=None,
-                   help="N x C x H x W, e.g. 1x3x224x224 (default: the model's or table's own size, batch 1)")
+    add_target_arguments(p)
     p.add_argument("--depth", type=int, default=3, help="nesting levels shown (default 3)")
     p.add_argument("--explain", action="store_true",
                    help="also derive every conv/pool output size from its formula and explain each shortcut")
     p.add_argument("--format", choices=["table", "json"], default="table", help="output format (default table)")
     p.set_defaults(func=run)
+
+
+def add_target_arguments(p: argparse.ArgumentParser) -> None:
+    """TARGET (a model name or a layer-table file) and ``--input``, as every inspection command takes them."""
+    p.add_argument("target", metavar="NAME|TABLE_FILE", help="e.g. resnet50, or my_net.md")
+    p.add_argument("--input", default=None,
+                   help="N x C x H x W, e.g. 1x3x224x224 (default: the model's or table's own size, batch 1)")
 
 
 def load_target(target: str):
