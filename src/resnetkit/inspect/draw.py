@@ -25,11 +25,11 @@ FORMATS = {".png": "png", ".svg": "svg"}
 DPI = 100
 FONT = 8                                       # points; every length below is in inches
 BOX_H, PAD, GAP, LABEL_H, ROW_GAP, MARGIN = 0.5, 0.2, 0.32, 0.42, 0.22, 0.25
-TITLE_H, FOOT_H, HUMP, STACK = 0.45, 0.35, 0.13, 0.05
+TITLE_H, FOOT_H, HUMP, STACK = 0.45, 0.45, 0.13, 0.05
 COLORS = {"identity": "#2b7a2b", "projection": "#c0561b", "none": "#888888"}
 FILL = {"head": "#dde4ee", "unit": "#e8f1fb", "layer": "#fbf4e2"}
-FOOTER = ("MACs: multiply-accumulates per image (FLOPs = 2 × MACs). Arc over a block: its shortcut, identity "
-          "(x added unchanged) or projection (x mapped to the new shape, and why). ×N: N identical blocks.")
+FOOTER = ("MACs: multiply-accumulates per image (FLOPs = 2 × MACs). ×N: N identical blocks.\n"
+          "Arc over a block: its shortcut, identity (x added unchanged) or projection (x mapped to the new shape).")
 
 
 def _width(text: str, size: float = FONT, bold: bool = False) -> float:
@@ -129,7 +129,8 @@ def render(cols: list[Column], title: str):
             if b.shortcut:
                 _shortcut(ax, b, x, y, w)
             x += w + (STACK if b.count > 1 else 0)
-    ax.text(MARGIN, height - FOOT_H / 2, FOOTER, ha="left", va="center", fontsize=FONT - 1, color="#555555")
+    ax.text(MARGIN, height - FOOT_H / 2, FOOTER, ha="left", va="center", fontsize=FONT - 1, color="#555555",
+            linespacing=1.3)
     return fig
 
 
