@@ -1,6 +1,7 @@
 """Every backbone option does what mmdet's and torchvision's documentation says."""
 import pytest
 import torch
+import torchvision
 from torch import nn
 
 import resnetkit as rk
@@ -307,3 +308,259 @@ def test_register_plugin_refuses_to_replace_a_builtin():
 def test_bad_plugin_specs_are_clear(spec, match):
     with pytest.raises(ValueError, match=match):
         rk.create_model("resnet18", plugins=[spec])
+
+
+# ------------------------------------------------ mmdet's options through create_model (issue 12)
+def _resnet_family():
+    from resnetkit.models.resnet import ResNet
+    from resnetkit.registry import get_entry
+    return [n for n in rk.list_models() if issubclass(get_entry(n).cls, ResNet)]
+
+
+@pytest.mark.parametrize("name", _resnet_family())
+def test_mmdet_options_reach_every_resnet_family_model(name):
+    m = rk.create_model(name, num_stages=2, base_channels=16, norm_cfg=dict(type="GN", num_groups=4),
+                        strides=(1, 1), dilations=(1, 2), num_classes=3).eval()
+    e = m.layer1[0].expansion
+    assert not hasattr(m, "layer3") and m.fc.in_features == 32 * e
+    assert m.feature_info.channels()[-2:] == [16 * e, 32 * e]
+    assert m.feature_info.reduction()[-1] == m.feature_info.reduction()[-2]  # stride 1, dilation 2
+    assert m.layer2[-1].conv2.dilation == (2, 2)
+    norms = [k for k in m.state_dict() if k.endswith(".weight") and m.get_submodule(k[:-7]).__class__ in
+             (nn.GroupNorm, nn.BatchNorm2d)]
+    assert norms and all(isinstance(m.get_submodule(k[:-7]), nn.GroupNorm) for k in norms)
+    assert "layer1.0.gn1.weight" in m.state_dict() and not any(".bn" in k for k in m.state_dict())
+    assert m(torch.randn(1, 3, 32, 32)).shape == (1, 3)
+
+
+def test_num_stages_drops_the_later_stages():
+    m = rk.create_model("resnet50", num_stages=3)
+    assert not any(k.startswith("layer4") for k in m.state_dict()) and m.fc.in_features == 1024
+    assert m.feature_info.channels() == [64, 256, 512, 1024]
+    for bad in (0, 5):
+        with pytest.raises(ValueError, match="num_stages must be 1..4"):
+            rk.create_model("resnet50", num_stages=bad)
+
+
+def test_strides_and_dilations_as_mmdet_and_contracted_as_torchvision():
+    # mmdet ResLayer: every block of a stage at dilations[i]; mmseg's contract_dilation halves the first block's
+    m = rk.create_model("resnet50", strides=(1, 2, 2, 1), dilations=(1, 1, 1, 2))
+    assert [b.conv2.dilation for b in m.layer4] == [(2, 2)] * 3 and m.layer4[0].conv2.stride == (1, 1)
+    assert m.feature_info.reduction() == [2, 4, 8, 16, 16]
+    torch.manual_seed(0)
+    ours = rk.create_model("resnet50", strides=(1, 2, 2, 1), dilations=(1, 1, 1, 2), contract_dilation=True).eval()
+    ref = torchvision.models.resnet50(replace_stride_with_dilation=[False, False, True]).eval()
+    give_trained_bn_stats(ref)
+    ours.load_state_dict(ref.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(ours(X), ref(X), rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="strides needs 4 positive integers"):
+        rk.create_model("resnet50", strides=(1, 2, 2))
+    with pytest.raises(ValueError, match="one vocabulary"):
+        rk.create_model("resnet50", dilations=(1, 1, 2, 4), replace_stride_with_dilation=(False, True, True))
+
+
+def test_base_and_stem_channels():
+    m = rk.create_model("resnet50", stem_channels=32, base_channels=32)
+    assert m.conv1.out_channels == 32 and m.layer1[0].conv1.in_channels == 32
+    assert m.feature_info.channels() == [32, 128, 256, 512, 1024]
+    d = rk.create_model("resnet50d", stem_channels=128)  # mmdet deep stem: stem_channels // 2, twice, then all
+    assert [m.out_channels for m in d.conv1 if isinstance(m, nn.Conv2d)] == [64, 64, 128]
+
+
+def test_norm_cfg_gn_uses_mmcv_names():
+    m = rk.create_model("resnet50", norm_cfg=dict(type="GN", num_groups=32, requires_grad=True),
+                        zero_init_residual=True)
+    sd = m.state_dict()
+    assert {"gn1.weight", "layer1.0.gn1.weight", "layer1.0.gn2.bias", "layer1.0.gn3.weight",
+            "layer1.0.downsample.1.weight"} <= set(sd)
+    assert not any("running_mean" in k or ".bn" in k or k.startswith("bn") for k in sd)
+    assert m.gn1.num_groups == 32 and isinstance(m.layer1[0].downsample[1], nn.GroupNorm)
+    assert torch.count_nonzero(m.layer1[0].gn3.weight) == 0  # zero_init_residual reaches GN too
+
+
+def test_norm_cfg_requires_grad_false_freezes_norm_affine_parameters():
+    m = rk.create_model("resnet18", norm_cfg=dict(type="BN", requires_grad=False), num_classes=4)
+    norms = [mod for mod in m.modules() if isinstance(mod, nn.BatchNorm2d)]
+    assert norms and all(not p.requires_grad for n in norms for p in n.parameters())
+    m(X).sum().backward()
+    assert all(n.weight.grad is None for n in norms) and m.layer1[0].conv1.weight.grad is not None
+
+
+def test_norm_cfg_syncbn_is_a_real_syncbatchnorm_equal_to_bn_on_one_process():
+    torch.manual_seed(0)
+    sync = rk.create_model("resnet18", norm_cfg=dict(type="SyncBN"), num_classes=4).train()
+    bn = rk.create_model("resnet18", num_classes=4).train()
+    syncs = [n for n in sync.modules() if isinstance(n, nn.modules.batchnorm._BatchNorm)]
+    assert all(type(n) is nn.SyncBatchNorm for n in syncs) and len(syncs) == len(_bns(bn)) == 20
+    bn.load_state_dict(sync.state_dict())
+    torch.testing.assert_close(sync(X), bn(X))  # training mode: batch statistics
+    torch.testing.assert_close(sync.layer4[1].bn2.running_var, bn.layer4[1].bn2.running_var)
+    normed = rk.create_model("resnet18", norm_cfg=dict(type="SyncBN"), norm_eval=True).train()
+    assert not any(n.training for n in normed.modules() if isinstance(n, nn.SyncBatchNorm))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(norm_cfg=dict(type="LN")), "not supported; use one of"),
+    (dict(norm_cfg=dict(type="GN")), "needs num_groups"),
+    (dict(norm_cfg=dict(type="BN", momentun=0.1)), "momentun"),
+    (dict(norm_cfg=dict(type="BN"), norm_layer=nn.BatchNorm2d), "not both"),
+    (dict(norm_cfg=dict(type="GN", num_groups=48)), "num_groups=48"),
+])
+def test_bad_norm_cfg_is_clear(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        rk.create_model("resnet50", **kwargs)
+
+
+# ----------------------------------------------------------------------------------- DCN
+DCNV2 = dict(type="DCNv2", deform_groups=1, fallback_on_stride=False)
+
+
+@pytest.mark.parametrize("kind,groups,per_tap", [("DCN", 1, 2), ("DCNv2", 1, 3), ("DCNv2", 2, 3)])
+def test_dcn_has_mmcvs_parameter_layout(kind, groups, per_tap):
+    # mmcv DeformConv2dPack / ModulatedDeformConv2dPack(bias=False): weight + conv_offset (with bias),
+    # offset channels deform_groups * (2 | 3) * 3 * 3
+    m = rk.create_model("resnet50", dcn=dict(type=kind, deform_groups=groups),
+                        stage_with_dcn=(False, True, True, True))
+    sd = m.state_dict()
+    assert sd["layer2.0.conv2.weight"].shape == (128, 128, 3, 3)
+    assert sd["layer2.0.conv2.conv_offset.weight"].shape == (groups * per_tap * 9, 128, 3, 3)
+    assert sd["layer4.2.conv2.conv_offset.bias"].shape == (groups * per_tap * 9,)
+    assert "layer2.0.conv2.bias" not in sd and not any(k.startswith("layer1") and "conv_offset" in k for k in sd)
+    assert sum("conv_offset.weight" in k for k in sd) == 4 + 6 + 3
+
+
+def _plain_and_dcn(dcn):
+    torch.manual_seed(0)
+    plain = rk.create_model("resnet50", num_stages=2, num_classes=5).eval()
+    give_trained_bn_stats(plain)
+    deform = rk.create_model("resnet50", num_stages=2, num_classes=5, dcn=dcn, stage_with_dcn=(False, True)).eval()
+    r = deform.load_state_dict(plain.state_dict(), strict=False)
+    assert set(r.missing_keys) == {f"layer2.{i}.conv2.conv_offset.{p}" for i in range(4) for p in ("weight", "bias")}
+    return plain, deform
+
+
+def test_untrained_dcn_equals_the_plain_conv():
+    plain, deform = _plain_and_dcn(dict(type="DCN"))  # the model's init leaves the offsets at zero
+    with torch.no_grad():
+        torch.testing.assert_close(deform(X), plain(X), rtol=0, atol=1e-5)
+
+
+def test_untrained_dcnv2_is_half_the_plain_conv():
+    from resnetkit.blocks.dcn import DeformConv2d
+    plain, deform = _plain_and_dcn(DCNV2)
+    conv = deform.layer2[1].conv2
+    assert isinstance(conv, DeformConv2d)
+    x = torch.randn(2, 128, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(conv(x), 0.5 * nn.functional.conv2d(x, conv.weight, padding=1), rtol=0, atol=1e-5)
+
+
+def test_offsets_are_dy_dx_per_tap_and_shift_the_grid():
+    # mmcv's kernel reads offset channel 2k as the row (y) and 2k+1 as the column (x) shift of tap k
+    from resnetkit.blocks.dcn import DeformConv2d
+    torch.manual_seed(0)
+    conv = DeformConv2d(4, 6, 3, padding=1)
+    x = torch.randn(1, 4, 7, 7)
+    # tap (ky, kx) of output (i, j) then reads x[i + ky + dy, j + kx + dx] (zero outside): a plain conv
+    # over x zero-padded one more on the far side and one less on the near side
+    with torch.no_grad():
+        conv.conv_offset.bias[1::2] = 1.0  # dx = 1: every tap one column to the right
+        ref = nn.functional.conv2d(nn.functional.pad(x, (0, 2, 1, 1)), conv.weight)
+        torch.testing.assert_close(conv(x), ref, rtol=0, atol=1e-5)
+        conv.conv_offset.bias.zero_()
+        conv.conv_offset.bias[0::2] = 1.0  # dy = 1: one row down
+        ref = nn.functional.conv2d(nn.functional.pad(x, (1, 1, 0, 2)), conv.weight)
+        torch.testing.assert_close(conv(x), ref, rtol=0, atol=1e-5)
+
+
+def test_a_nonzero_offset_changes_the_output_and_offsets_get_gradients():
+    plain, deform = _plain_and_dcn(DCNV2)
+    deform.train()
+    out = deform(X)
+    out.square().sum().backward()
+    grads = [b.conv2.conv_offset.weight.grad for b in deform.layer2]
+    assert all(g is not None and g.abs().sum() > 0 for g in grads)
+    deform.eval()
+    with torch.no_grad():
+        before = deform.forward_features(X)
+        deform.layer2[0].conv2.conv_offset.bias.fill_(0.5)
+        assert (deform.forward_features(X) - before).abs().max() > 1e-3  # float noise is ~1e-7
+
+
+def test_dcn_fallback_on_stride_keeps_strided_convs_plain():
+    from resnetkit.blocks.dcn import DeformConv2d
+    m = rk.create_model("resnet50", num_stages=2, dcn=dict(DCNV2, fallback_on_stride=True),
+                        stage_with_dcn=(True, True))
+    assert isinstance(m.layer2[0].conv2, nn.Conv2d) and m.layer2[0].conv2.stride == (2, 2)
+    assert isinstance(m.layer2[1].conv2, DeformConv2d) and isinstance(m.layer1[0].conv2, DeformConv2d)
+
+
+@pytest.mark.parametrize("name,kwargs,match", [
+    ("resnet18", dict(dcn=DCNV2, stage_with_dcn=(False, True, True, True)), "not supported on BasicBlock"),
+    ("resnet50", dict(dcn=DCNV2), "stage_with_dcn"),
+    ("resnet50", dict(stage_with_dcn=(False, True, True, True)), "no dcn was given"),
+    ("resnet50", dict(dcn=dict(type="DCNv3"), stage_with_dcn=(True,) * 4), "'DCN' or 'DCNv2'"),
+    ("resnet50", dict(dcn=dict(DCNV2, groups=2), stage_with_dcn=(True,) * 4), r"\['groups'\]"),
+])
+def test_bad_dcn_options_are_clear(name, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        rk.create_model(name, **kwargs)
+
+
+# ----------------------------------------------------------------- mmcv plugin names, plugin init
+def test_context_block_has_mmcv_names_starts_as_identity_and_computes_gcnet():
+    plugin = {"cfg": {"type": "ContextBlock", "ratio": 1 / 4}, "position": "after_conv3",
+              "stages": (False, True, True, True)}
+    torch.manual_seed(0)
+    plain = rk.create_model("resnet50", num_stages=2, num_classes=3).eval()
+    give_trained_bn_stats(plain)
+    gc = rk.create_model("resnet50", num_stages=2, num_classes=3, plugins=[dict(plugin, stages=(False, True))]).eval()
+    r = gc.load_state_dict(plain.state_dict(), strict=False)
+    p = "layer2.0.after_conv3_plugins.0."  # mmcv ContextBlock: conv_mask, channel_add_conv = conv, LN, ReLU, conv
+    assert {p + k for k in ("conv_mask.weight", "conv_mask.bias", "channel_add_conv.0.weight",
+                            "channel_add_conv.1.weight", "channel_add_conv.3.bias")} <= set(r.missing_keys)
+    with torch.no_grad():  # its own init (last conv zero) survived the model's: the block starts as identity
+        torch.testing.assert_close(gc(X), plain(X), rtol=0, atol=1e-5)
+    block = gc.layer2[0].after_conv3_plugins[0]
+    x = torch.randn(2, 512, 5, 5)
+    with torch.no_grad():
+        for q in block.parameters():
+            q.normal_(0, 0.2)
+        w = torch.einsum("c,nchw->nhw", block.conv_mask.weight.flatten(), x) + block.conv_mask.bias
+        w = w.flatten(1).softmax(-1).view_as(w)                     # attention over positions
+        ctx = torch.einsum("nhw,nchw->nc", w, x)[..., None, None]  # GCNet eq. (3)
+        t = block.channel_add_conv
+        expected = x + t[3](torch.relu(t[1](t[0](ctx))))
+        torch.testing.assert_close(block(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_mmcv_plugin_names_build_or_refuse_with_the_reason():
+    from resnetkit.blocks.plugins import NonLocal
+    m = rk.create_model("resnet50", num_stages=1, plugins=[{"cfg": {"type": "NonLocal2d", "reduction": 2},
+                                                            "position": "after_conv2"}])
+    assert isinstance(m.layer1[0].after_conv2_plugins[0], NonLocal)
+    with pytest.raises(ValueError, match="'GeneralizedAttention' is not supported: .*ContextBlock"):
+        rk.create_model("resnet50", plugins=[{"cfg": {"type": "GeneralizedAttention"}, "position": "after_conv2"}])
+
+
+class _SelfInitPlugin(nn.Module):
+    """Has conv_out and norm (what the old _init_weights zeroed) and sets its own values."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.conv_out = nn.Conv2d(channels, channels, 1)
+        self.norm = nn.BatchNorm2d(channels)
+        nn.init.constant_(self.conv_out.weight, 0.5)
+        nn.init.constant_(self.norm.weight, 0.7)
+
+    def forward(self, x):
+        return x
+
+
+def test_a_plugins_own_initialisation_survives_model_construction():
+    rk.register_plugin("TestSelfInit", _SelfInitPlugin, override=True)
+    m = rk.create_model("resnet50", num_stages=1, plugins=[{"cfg": {"type": "TestSelfInit"},
+                                                            "position": "after_conv1"}])
+    plugin = m.layer1[0].after_conv1_plugins[0]
+    assert torch.all(plugin.conv_out.weight == 0.5) and torch.all(plugin.norm.weight == 0.7)

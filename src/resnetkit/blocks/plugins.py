@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from .gcnet import ContextBlock
 from .se import SqueezeExcite
 
 POSITIONS = ("after_conv1", "after_conv2", "after_conv3")
@@ -37,9 +38,18 @@ def register_plugin(name: str, cls: type[nn.Module], override: bool = False) -> 
     return cls
 
 
+# mmcv plugin types that resnetkit does not build, and why (README: "Backbones")
+_NOT_SUPPORTED = {
+    "GeneralizedAttention": "its relative-position embeddings and kv-stride variants are not implemented; "
+                            "use 'ContextBlock' or 'NonLocal2d' for global context",
+}
+
+
 def build_plugin(cfg: dict[str, Any], in_channels: int) -> nn.Module:
     cfg = dict(cfg)
     name = cfg.pop("type", None)
+    if name in _NOT_SUPPORTED:
+        raise ValueError(f"plugin type {name!r} is not supported: {_NOT_SUPPORTED[name]}")
     if name not in _PLUGINS:
         close = difflib.get_close_matches(str(name), list(_PLUGINS), n=3)
         hint = f" Did you mean {close}?" if close else ""
@@ -68,10 +78,6 @@ def check_plugins(plugins: Sequence[dict] | None, num_stages: int = 4) -> list[d
             raise ValueError(f"plugins[{i}]: 'stages' needs {num_stages} booleans, got {stages}")
         out.append({"cfg": dict(p["cfg"]), "position": p["position"], "stages": stages})
     return out
-
-
-def plugins_for_stage(plugins: Sequence[dict] | None, stage: int) -> list[dict]:
-    return [p for p in check_plugins(plugins) if p["stages"][stage]]
 
 
 class SEPlugin(SqueezeExcite):
@@ -124,3 +130,5 @@ class NonLocal(nn.Module):
 
 register_plugin("SE", SEPlugin)
 register_plugin("NonLocal", NonLocal)
+register_plugin("NonLocal2d", NonLocal)  # mmcv's name (embedded Gaussian; resnetkit's parameter names)
+register_plugin("ContextBlock", ContextBlock)  # GCNet, mmcv's names
