@@ -197,16 +197,97 @@ def test_bn_after_an_fc_row_normalises_its_features_and_runs():
        d=st.integers(1, 3), c=st.integers(1, 5), kind=st.sampled_from(["Conv", "Max pool", "Avg pool"]),
        ceil=st.booleans())
 def test_valid_single_rows_build_exactly_what_torch_computes(h, k, s, p, d, c, kind, ceil):
+    """torch itself is the reference: the row builds iff torch's own layer runs, with torch's output size."""
     opts = (f" Dilation={d}" if kind != "Avg pool" else "") + (" Ceil" if ceil and kind != "Conv" else "")
     op = f"Conv {k}×{k}×{c}" if kind == "Conv" else f"{kind} {k}×{k}"
     text = f"{HEADER}\n| {h}×{h}×2 | {op}{opts} | {s} | {p} | | |"
+    x = torch.zeros(1, 2, h, h)
     try:
-        net = rk.from_table(text)
-    except rk.TableError:
+        layer = nn.Conv2d(2, c, k, s, p, d) if kind == "Conv" else \
+            nn.MaxPool2d(k, s, p, d, ceil_mode=ceil) if kind == "Max pool" else nn.AvgPool2d(k, s, p, ceil_mode=ceil)
+        with torch.no_grad():
+            expected = tuple(layer(x).shape[1:])
+    except (RuntimeError, ValueError):
+        expected = None
+    if expected is None or 0 in expected:
+        with pytest.raises(rk.TableError, match=r"^row 1: "):
+            rk.from_table(text)
         return
+    net = rk.from_table(text)
     with torch.no_grad():
-        out = net(torch.zeros(1, 2, h, h))
-    assert tuple(out.shape[1:]) == net.output_size
+        assert tuple(net(x).shape[1:]) == net.output_size == expected
+
+
+# ------------------------------------------------------------------ property-based: valid tables must build
+CONV_FORMS = ["Conv {k}{x}{k}{x}{c}", "conv {k}{x}{k}, {c}", "{k}{x}{k} conv, {c}"]
+HEADERS = {"en": HEADER, "zh": "| 输入大小 | 操作 | 步长 | 填充 | 快捷连接 | 之后 |",
+           "zh2": "| 输入尺寸 | 操作 | 步长 | 填充 | 捷径 | 激活 |"}
+
+
+def _out(n, k, s, p):
+    return (n + 2 * p - (k - 1) - 1) // s + 1  # PyTorch's Conv2d/MaxPool2d size formula (dilation 1)
+
+
+@st.composite
+def valid_tables(draw):
+    """A random consistent table in random notations, with the shapes and parameter count it must give."""
+    x = draw(st.sampled_from(["×", "x", "*"]))
+    c, h, w = draw(st.integers(1, 4)), draw(st.integers(4, 20)), draw(st.integers(4, 20))
+    size = lambda c, h, w: f"{h}{x}{w}{x}{c}"  # noqa: E731
+    rows, shapes, params = [], [], 0
+    for _ in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(["conv", "pool", "residual", "bottleneck"]))
+        co, s = draw(st.integers(1, 8)), draw(st.integers(1, 2))
+        if kind == "pool" and min(h, w) >= 3:
+            k = draw(st.integers(2, 3))
+            p = draw(st.integers(0, k // 2))
+            rows.append([size(c, h, w), f"{draw(st.sampled_from(['Max', 'Avg']))} pool {k}{x}{k}", str(s), str(p),
+                         "", ""])
+            h, w = _out(h, k, s, p), _out(w, k, s, p)
+        elif kind in ("conv", "pool", "residual"):
+            k = draw(st.sampled_from([1, 3, 5]))
+            after = draw(st.sampled_from(["", "BN", "ReLU", "BN, ReLU", "BN，ReLU6"]))
+            shortcut = ""
+            if kind == "residual":
+                proj = (s, co) != (1, c) or draw(st.booleans())
+                shortcut = f"Conv 1{x}1{x}{co} Stride={s}" + draw(st.sampled_from(["", ", BN"])) if proj else \
+                    draw(st.sampled_from(["Identity", ""]))
+                params += c * co + (2 * co if shortcut.endswith("BN") else 0) if proj else 0
+            rows.append([size(c, h, w), draw(st.sampled_from(CONV_FORMS)).format(k=k, x=x, c=co), str(s), str(k // 2),
+                         shortcut, after])
+            params += k * k * c * co + (2 * co if "BN" in after else 0)
+            c, h, w = co, _out(h, k, s, k // 2), _out(w, k, s, k // 2)
+        else:  # a unit of three steps, as to_table writes them
+            m = draw(st.integers(1, 6))
+            op = (f"Bottleneck: Conv 1{x}1{x}{m} + BN, ReLU → Conv 3{x}3{x}{m} Stride={s} Padding=1 + BN, ReLU "
+                  f"→ Conv 1{x}1{x}{co}")
+            proj = (s, co) != (1, c)
+            rows.append([size(c, h, w), op, str(s), "", f"Conv 1{x}1{x}{co} Stride={s}, BN" if proj else "Identity",
+                         "BN, ReLU"])
+            params += c * m + 2 * m + 9 * m * m + 2 * m + m * co + 2 * co + ((c * co + 2 * co) if proj else 0)
+            c, h, w = co, _out(h, 3, s, 1), _out(w, 3, s, 1)
+        shapes.append((c, h, w))
+    if draw(st.booleans()):
+        n = draw(st.integers(1, 5))
+        rows += [[size(c, h, w), "Global avg pool", "", "", "", ""], [str(c), f"FC {n}", "", "", "", ""]]
+        shapes += [(c, 1, 1), (n,)]
+        params += c * n + n
+    header = HEADERS[draw(st.sampled_from(sorted(HEADERS)))]
+    text = "\n".join([header] + ["| " + " | ".join(r) + " |" for r in rows])
+    return text, shapes, params
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(table=valid_tables())
+def test_random_valid_tables_build_with_the_declared_shapes(table):
+    """The counterpart of the fuzz above: a parser that rejected everything would fail here."""
+    text, shapes, params = table
+    net = rk.from_table(text)  # any TableError fails the test
+    assert [s.out_shape for s in net.specs] == shapes
+    assert count_params(net) == params
+    with torch.no_grad():
+        out = net.eval()(torch.zeros(1, *net.input_size))
+    assert tuple(out.shape[1:]) == shapes[-1]
 
 
 # ------------------------------------------------------------------ to_table

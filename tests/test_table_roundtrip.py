@@ -62,6 +62,17 @@ def test_to_table_rebuilds_every_model_with_its_shapes_and_parameters(name):
     assert sum(type(m).__name__ == "TableResidual" for m in net.children()) == UNITS[name]
 
 
+@pytest.mark.parametrize("name", ["mobilenet_v2", "resnet50"])
+def test_torchvision_models_round_trip_with_their_functional_pool(name):
+    """torchvision's mobilenet_v2 pools with F.adaptive_avg_pool2d, which no hook sees: the row is still written."""
+    with torch.device("meta"):
+        tv = getattr(torchvision.models, name)()
+        text = rk.to_table(tv, (1, 3, 64, 64))
+        net = rk.from_table(text)
+    assert count_params(net) == count_params(tv)
+    assert text.splitlines()[-2].startswith("| 2×2×") and "| Global avg pool " in text.splitlines()[-2]
+
+
 def test_ghostnet_rows_show_the_ghost_concat_and_the_se():
     with torch.device("meta"):
         text = rk.to_table(rk.create_model("ghostnet_100"), (1, 3, 64, 64))

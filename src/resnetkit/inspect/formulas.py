@@ -35,7 +35,7 @@ def window_out(size: int, kernel: int, stride: int = 1, padding: int = 0, dilati
         inner = f"{size} {MINUS} {kernel} + 2·{padding}"
     else:
         inner = f"{size} + 2·{padding} {MINUS} {dilation}·({kernel} {MINUS} 1) {MINUS} 1"
-    if num < 0:
+    if num < 0 and not ceil_mode:  # (ceil mode may still fit one window that starts inside the input)
         out = num // stride + 1  # may be <= 0: the caller reports it
         return SizeStep(out, f"({inner}) // {stride} + 1 = {out}")
     if not ceil_mode:

@@ -213,9 +213,9 @@ def _single(t: str, row: int | None, where: str) -> Op:
     for rx in _POOLS:
         if m := rx.match(t):
             kind, (kh, kw) = (m[1], (m[2], m[3])) if rx is _POOLS[0] else (m[3], (m[1], m[2]))
-            opts = _options(m["rest"], {"stride", "padding", "ceil"}, row, t)
-            op = Op("maxpool" if kind.lower() == "max" else "avgpool", t, kernel=(int(kh), int(kw)),
-                    ceil="ceil" in opts)
+            is_max = kind.lower() == "max"
+            opts = _options(m["rest"], {"stride", "padding", "ceil"} | ({"dilation"} if is_max else set()), row, t)
+            op = Op("maxpool" if is_max else "avgpool", t, kernel=(int(kh), int(kw)), ceil="ceil" in opts)
             return _checked(_window(op, opts, row), row)
     if m := _GLOBAL.match(t):
         return Op("gmp" if m[1].lower() == "max" else "gap", t)

@@ -129,31 +129,51 @@ def _unit_row(c: Call, tr: Trace) -> _Row:
     return _Row(_size(c.in_shape), f"{label}: {ops}", str(stride), "", shortcut, last_after)
 
 
+def _functional_pool(last_out: tuple[int, ...] | None, in_shape: tuple[int, ...] | None) -> _Row | None:
+    """A global pool the model runs as a function (torchvision's ``adaptive_avg_pool2d``), which no hook sees:
+    a map C×H×W followed by a layer taking C values. Written as ``Global avg pool``, the families' pool."""
+    if not last_out or not in_shape or len(last_out) != 4 or last_out[2:] == (1, 1):
+        return None
+    if in_shape[1] == last_out[1] and math.prod(in_shape[1:]) == last_out[1]:
+        return _Row(_size(last_out), "Global avg pool")
+    return None
+
+
 def table_rows(tr: Trace) -> list[_Row]:
     """The rows of a recorded forward pass (see :func:`to_table`)."""
     rows: list[_Row] = []
     inside: set[int] = set()
+    last_out = None  # what the last row's layers gave
+
+    def add(row: _Row, c: Call) -> None:
+        nonlocal last_out
+        if (pool := _functional_pool(last_out, c.in_shape)) is not None:
+            rows.append(pool)
+        rows.append(row)
+        last_out = c.out_shape if isinstance(c.out_shape, tuple) else None
+
     for c in tr.calls[1:]:
         if c.index in inside or c.parent in inside:
             inside.add(c.index)
             continue
         unit = None if c.leaf else residual_unit(c.module)
         if unit is not None and unit.kind != "none":
-            rows.append(_unit_row(c, tr))
+            add(_unit_row(c, tr), c)
             inside.add(c.index)
             continue
         if _is_ghost(c.module) or _SE_NAMES.search(c.type_name):  # outside a unit: a row of its own
-            rows.append(_Row(_size(c.in_shape), _steps(tr, [c])[0].text))
+            add(_Row(_size(c.in_shape), _steps(tr, [c])[0].text), c)
             inside.add(c.index)
             continue
         if not _atomic(c) or isinstance(c.module, _SILENT):
             continue
         if (row := _layer_row(c)) is not None:
-            rows.append(row)
+            add(row, c)
         elif (w := after_word(c.module)) is not None and rows:
             rows[-1].after.append(w)
+            last_out = c.out_shape if isinstance(c.out_shape, tuple) else last_out
         else:
-            rows.append(_Row(_size(c.in_shape), type(c.module).__name__))
+            add(_Row(_size(c.in_shape), type(c.module).__name__), c)
     return rows
 
 
