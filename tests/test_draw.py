@@ -1,6 +1,8 @@
 """rk.draw / `resnetkit draw`: the blocks, shapes and shortcuts drawn, checked against torchvision's and timm's
 own models (forward hooks), torch's flop counter and facts written out from the papers, the d2l book and the
 contract; valid PNG and SVG files; folding of resnet152's repeated blocks; clear errors."""
+import doctest
+import importlib
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -229,3 +231,8 @@ def test_stages_follow_feature_levels_and_else_the_resolution(tmp_path):
     rk.draw(ref, (1, 3, 64, 64), tmp_path / "tv.svg")
     assert [t for t in svg_texts(tmp_path / "tv.svg") if t.startswith("stage ")] == [
         "stage 1 · stride 4", "stage 2 · stride 8"]
+
+
+def test_docstring_example_runs():
+    result = doctest.testmod(importlib.import_module("resnetkit.inspect.draw"))
+    assert result.attempted > 0 and result.failed == 0
