@@ -3,6 +3,7 @@ summaries, training and fast CPU inference."""
 from . import blocks, models  # noqa: F401  (importing models registers them)
 from .blocks import *  # noqa: F401,F403
 from .blocks import __all__ as _blocks_all
+from .errors import ResnetkitError
 from .features import FeatureInfo
 from .detection import with_fpn
 from .weights import LoadResult, WeightsError, load_weights, save_weights
@@ -21,3 +22,4 @@ __all__ = ["create_model", "list_models", "register_model", "register_plugin", "
 __all__ += ["Trainer", "TrainConfig", "fit"]
 __all__ += ["load_weights", "save_weights", "WeightsError", "LoadResult"]
 __all__ += ["with_fpn"]
+__all__ += ["ResnetkitError"]

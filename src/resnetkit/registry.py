@@ -10,6 +10,8 @@ from typing import Any, Callable
 
 from torch import nn
 
+from .errors import ResnetkitError
+
 
 @dataclass(frozen=True)
 class ModelEntry:
@@ -65,7 +67,7 @@ def get_entry(name: str) -> ModelEntry:
     return _REGISTRY[name]
 
 
-class UnknownModelError(ValueError, KeyError):
+class UnknownModelError(ResnetkitError, ValueError, KeyError):
     """Raised for a name that is not registered; the message lists close matches."""
 
     def __str__(self) -> str:  # KeyError would add quotes around the message

@@ -11,6 +11,7 @@ the activations.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -95,7 +96,8 @@ class _Tracer(torch.fx.Tracer):
 
 def fuse_activations(model: nn.Module) -> nn.Module:
     """A ``torch.fx`` graph of ``model`` in which each ReLU/ReLU6 that is the only user of a
-    :class:`PrepackedConv2d` runs inside that conv; ``model`` itself if it cannot be traced.
+    :class:`PrepackedConv2d` runs inside that conv; ``model`` itself, with a warning naming it,
+    if it cannot be traced.
 
     Graph-level because one activation module may run at several places (torchvision's
     blocks call ``self.relu`` after a conv *and* after the residual addition).
@@ -103,7 +105,11 @@ def fuse_activations(model: nn.Module) -> nn.Module:
     """
     try:
         gm = torch.fx.GraphModule(model, _Tracer().trace(model))
-    except Exception:  # noqa: BLE001 - any untraceable user model simply runs unfused
+    except Exception as e:  # noqa: BLE001 - tracing user code can fail in any way; say so and run unfused
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        warnings.warn(f"{type(model).__name__} cannot be traced by torch.fx ({type(e).__name__}: {reason}); "
+                      "its convolutions stay prepacked but their activations run separately, unfused",
+                      stacklevel=2)
         return model
     modules = dict(gm.named_modules())
     calls: dict[str, int] = {}

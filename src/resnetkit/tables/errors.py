@@ -1,8 +1,10 @@
 """The one error a layer table can raise."""
 from __future__ import annotations
 
+from ..errors import ResnetkitError
 
-class TableError(ValueError):
+
+class TableError(ResnetkitError, ValueError):
     """A layer table that cannot be built: names the row (data rows count from 1) and what to fix.
 
     Size mismatches also carry ``declared`` and ``computed`` (``H×W×C`` text)

@@ -4,8 +4,10 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from ..errors import ResnetkitError
 
-class MissingExtraError(ImportError):
+
+class MissingExtraError(ResnetkitError, ImportError):
     """A package of the ``train`` extra is not installed; the message says what to install."""
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import ResnetkitError
 from ._deps import require
 
 SPLITS = ("train", "test")
@@ -34,7 +35,7 @@ IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".
 RGB_MEAN, RGB_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-class DataError(ValueError):
+class DataError(ResnetkitError, ValueError):
     """Data that cannot be used: a missing folder, a corrupt file, an unknown dataset name."""
 
 

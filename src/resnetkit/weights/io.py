@@ -21,8 +21,10 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from ..errors import ResnetkitError
 
-class WeightsError(ValueError):
+
+class WeightsError(ResnetkitError, ValueError):
     """A weight file that cannot be read, or whose tensors do not fit the model."""
 
 

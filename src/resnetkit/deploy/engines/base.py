@@ -19,16 +19,17 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 
+from ...errors import ResnetkitError
 from ..fold import flat_outputs  # noqa: F401  (engines and auto share it)
 
 DTYPES = ("fp32", "bf16", "int8")
 
 
-class MissingEngineError(ImportError):
+class MissingEngineError(ResnetkitError, ImportError):
     """An engine's package is not installed: one line naming the extra that installs it."""
 
 
-class EngineError(ValueError):
+class EngineError(ResnetkitError, ValueError):
     """An engine cannot do what was asked (a precision it lacks, a shape it was not built for, ...)."""
 
 
