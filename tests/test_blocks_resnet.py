@@ -19,12 +19,14 @@ def test_projection_block():
     assert blk(torch.randn(1, 64, 16, 16)).shape == (1, 512, 8, 8)
 
 
-@pytest.mark.parametrize("block,args,out", [(rk.BasicBlock, (64, 128, 1), (128, 8)), (rk.BasicBlock, (64, 64, 2), (64, 4)),
-                                            (rk.Bottleneck, (64, 64, 1), (256, 8)), (rk.Bottleneck, (256, 64, 2), (256, 4))])
+@pytest.mark.parametrize("block,args,out", [
+    (rk.BasicBlock, (64, 128, 1), (128, 8)), (rk.BasicBlock, (64, 64, 2), (64, 4)),
+    (rk.Bottleneck, (64, 64, 1), (256, 8)), (rk.Bottleneck, (256, 64, 2), (256, 4))])
 def test_without_downsample_a_block_projects_where_shapes_change(block, args, out):
     blk = block(*args)   # kuangliu's CIFAR code builds its 1×1 conv + BN shortcut the same way
     conv, bn = blk.downsample
-    assert (conv.kernel_size, conv.stride, conv.out_channels, bn.num_features) == ((1, 1), (args[2],) * 2, out[0], out[0])
+    geometry = (conv.kernel_size, conv.stride, conv.out_channels, bn.num_features)
+    assert geometry == ((1, 1), (args[2],) * 2, out[0], out[0])
     assert blk(torch.randn(1, args[0], 8, 8)).shape == (1, out[0], out[1], out[1])
 
 

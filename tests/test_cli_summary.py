@@ -44,7 +44,7 @@ def test_table_file_uses_its_declared_input(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["resnt50"], "unknown model 'resnt50'. Did you mean: resnet50"),
-    (["resnet18", "--input", "224x224"], "--input must look like 1x3x224x224"),
+    (["resnet18", "--input", "224x224"], "--input 224x224: give 4 sizes N x C x H x W"),
     (["resnet18", "--input", "1x1x64x64"], "forward pass of ResNet on an input of size 1x1x64x64 failed"),
     (["resnet18", "--depth", "-1"], "--depth must be >= 0"),
     (["missing_table.md"], "no such table file or model: 'missing_table.md'"),

@@ -6,6 +6,7 @@ import torchvision
 from torch import nn
 
 import resnetkit as rk
+from resnetkit.cli import list_cmd, main
 from helpers import give_trained_bn_stats
 from test_tutorial_checkpoints import KuangliuBasicBlock
 
@@ -101,3 +102,94 @@ def test_kuangliu_basic_block_call_builds_his_block():
 def test_a_downsample_that_cannot_fit_is_still_refused():
     with pytest.raises(ValueError, match="but the branch gives 1×128×4×4"):
         rk.BasicBlock(64, 128, 2, downsample=nn.Conv2d(64, 128, 1))
+
+
+# ------------------------------------------------------------------ torchsummary / timm / torchvision habits
+def test_summary_without_batch_assumes_one_and_says_so():
+    net = rk.create_model("resnet18")
+    plain, batched = rk.summary(net, (3, 64, 64), depth=1), rk.summary(net, (1, 3, 64, 64), depth=1)
+    assert plain.input_size == (1, 3, 64, 64) and plain.rows == batched.rows
+    assert "Note: input_size (3, 64, 64) has no batch dimension: assumed batch 1" in str(plain).splitlines()[1]
+    assert batched.note is None and "Note:" not in str(batched)
+    conv1d = nn.Sequential(nn.Conv1d(3, 8, 3))           # (N, C, L): three sizes with the batch
+    assert rk.summary(conv1d, (2, 3, 16)).input_size == (2, 3, 16)
+
+
+def test_explain_returns_its_text_without_printing(capsys):
+    text = rk.explain(rk.create_model("resnet18"), (3, 224, 224))
+    assert capsys.readouterr().out == ""
+    assert "conv1: (224 − 7 + 2·3) // 2 + 1 = 112" in str(text) and "assumed batch 1" in str(text)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "resnext101_64x4d", "wide_resnet101_2", "mobilenet_v2"])
+def test_pretrained_true_names_torchvisions_file(name):
+    weights = torchvision.models.get_model_weights(name)
+    v1 = weights.IMAGENET1K_V1.url.rsplit("/", 1)[1]   # e.g. resnet50-0676ba61.pth
+    with pytest.raises(ValueError, match=r"never downloads") as e:
+        rk.create_model(name, pretrained=True)
+    assert f"pretrained='path/to/{v1}'" in str(e.value) and "\n" not in str(e.value)
+    for member in weights:                              # weights="IMAGENET1K_V2" and the enum itself
+        file = member.url.rsplit("/", 1)[1]
+        for given in (member, member.name):
+            with pytest.raises(ValueError, match=f"weights='{member.name}'.*{file}"):
+                rk.create_model(name, weights=given)
+
+
+def test_pretrained_true_names_timms_file_or_says_there_is_none():
+    import timm
+
+    with pytest.raises(ValueError, match=f"from timm's {timm.models.get_pretrained_cfg('ghostnet_100').hf_hub_id[5:]}"):
+        rk.create_model("ghostnet_100", pretrained=True)
+    with pytest.raises(ValueError, match="has no published weights: train it with `resnetkit train --model resnet20`"):
+        rk.create_model("resnet20", pretrained=True)
+    with pytest.raises(TypeError, match="pretrained takes a local checkpoint file"):
+        rk.create_model("resnet20", pretrained=1)
+    assert rk.create_model("resnet20", weights=None, pretrained=False) is not None   # torchvision's random init
+
+
+@pytest.mark.parametrize("given, problem", [
+    ("0x3x224x224", "N (batch) is 0; every size must be a positive integer"),
+    ("1x3x224x-5", "W (width) is -5; every size must be a positive integer"),
+    ("1x3xhx224", "H (height) is 'h', not a whole number"),
+    ("3x224x224", "give 4 sizes N x C x H x W"),
+])
+def test_input_errors_name_the_dimension(capsys, given, problem):
+    assert main(["summary", "resnet18", "--input", given]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"resnetkit summary: error: --input {given}: {problem}") and err.count("\n") == 1
+
+
+def test_list_verbose_shows_family_size_cost_and_input(capsys):
+    assert main(["list", "-v", "resnet[25]0"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["name", "family", "params", "MACs", "default", "input"]
+    # published: torchvision's resnet50 25,557,032 params, 4.09 GMACs; He et al.'s ResNet-20 0.27 M params
+    assert lines[1].split() == ["resnet20", "CifarResNet", "269.72", "k", "40.55", "M", "3×32×32"]
+    assert lines[2].split() == ["resnet50", "ResNet", "25.56", "M", "4.09", "G", "3×224×224"]
+    assert list_cmd.describe("resnet50")[2:4] == (25_557_032, 4_089_184_256)
+
+
+def test_predict_warns_about_a_bright_background_and_invert_fixes_it(tmp_path, capsys):
+    from PIL import Image
+
+    from resnetkit.train import TrainConfig, Trainer, load_dataset
+
+    out = tmp_path / "run"
+    Trainer(TrainConfig(model="resnet20", data="mnist5k", image_size=16, max_samples=64, batch_size=32, epochs=1,
+                        device="cpu", out=str(out)), progress=False, verbose=False).fit()
+    digit = load_dataset("mnist5k", "test").images[0, 0].numpy()           # a real MNIST digit: white on black
+    mnist, paint = tmp_path / "mnist.png", tmp_path / "paint.png"
+    Image.fromarray(digit, "L").save(mnist)
+    Image.fromarray(255 - digit, "L").save(paint)                          # black on white, as drawn in Paint
+    run = ["predict", "--checkpoint", str(out / "best.safetensors"), "--device", "cpu"]
+
+    assert main([*run, str(mnist)]) == 0
+    as_trained = capsys.readouterr()
+    assert as_trained.err == ""
+    assert main([*run, str(paint)]) == 0
+    warned = capsys.readouterr()
+    assert warned.err.startswith(f"resnetkit predict: warning: {paint}: its background is bright (border pixels "
+                                 "1.00") and "trained on dark backgrounds" in warned.err and "--invert" in warned.err
+    assert main([*run, "--invert", str(paint)]) == 0
+    fixed = capsys.readouterr()
+    assert fixed.err == "" and fixed.out.replace(str(paint), str(mnist)) == as_trained.out

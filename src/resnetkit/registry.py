@@ -4,13 +4,12 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
+import os
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from torch import nn
-
-from .errors import ResnetkitError
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,25 @@ def get_entry(name: str) -> ModelEntry:
     return _REGISTRY[name]
 
 
-class UnknownModelError(ResnetkitError, ValueError, KeyError):
+def _pretrained_path(name: str, pretrained: Any, kwargs: dict[str, Any]) -> str | os.PathLike | None:
+    """``pretrained`` as a path or None; torchvision's ``pretrained=True`` and ``weights=`` get a one-line
+    answer saying which local file to pass (nothing is ever downloaded)."""
+    from .weights.sources import pretrained_error
+
+    weights = kwargs.pop("weights", None)
+    if weights is not None:
+        tag = str(getattr(weights, "name", weights))  # a torchvision enum member or its string
+        raise ValueError(pretrained_error(name, f"weights={tag!r}", tag))
+    if pretrained is True:
+        raise ValueError(pretrained_error(name, "pretrained=True"))
+    if pretrained is None or pretrained is False or pretrained == "":
+        return None
+    if not isinstance(pretrained, (str, os.PathLike)):
+        raise TypeError(pretrained_error(name, f"pretrained=<{type(pretrained).__name__}>"))
+    return pretrained
+
+
+class UnknownModelError(ValueError, KeyError):
     """Raised for a name that is not registered; the message lists close matches."""
 
     def __str__(self) -> str:  # KeyError would add quotes around the message
@@ -82,10 +99,12 @@ def create_model(name: str, num_classes: int | None = None, in_chans: int | None
     ``num_classes``/``in_chans`` default to the model's own (1000/3; 10 classes
     for CIFAR and d2l models, 1 channel for ``d2l_resnet18``). ``pretrained`` is a
     local checkpoint path loaded with :func:`resnetkit.load_weights` (never a
-    download). ``features_only=True`` returns a multi-scale backbone whose forward
+    download; ``pretrained=True`` and torchvision's ``weights=`` say which file to get).
+    ``features_only=True`` returns a multi-scale backbone whose forward
     gives one tensor per ``out_indices`` level.
     """
     entry = get_entry(name)
+    pretrained = _pretrained_path(name, pretrained, kwargs)
     accepted = entry.accepted_kwargs()
     unknown = sorted(set(kwargs) - accepted)
     if unknown:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import ast
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +84,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "or a folder written by `resnetkit export`")
     q.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any size; resized as in training)")
     q.add_argument("--topk", type=int, default=3)
+    q.add_argument("--invert", action="store_true",
+                   help="flip every pixel (255 - v) first: a dark digit on a light background, for a model trained "
+                   "on MNIST's light digits on black (predict warns when an image needs it)")
     q.add_argument("--device", default="auto")
     add_backend_arguments(q)
     q.set_defaults(func=run_predict)
@@ -170,6 +175,11 @@ def run_predict(args: argparse.Namespace) -> int:
     model, meta, device, running = inference_model(args, batch=len(args.images))
     if running:
         print(running, flush=True)
-    for path, top in zip(args.images, predict(model, args.images, meta, args.topk, device)):
+    with warnings.catch_warnings(record=True) as caught:  # one plain line each, not Python's warning format
+        warnings.simplefilter("always")
+        results = predict(model, args.images, meta, args.topk, device, invert=args.invert)
+    for w in caught:
+        print(f"resnetkit predict: warning: {w.message}", file=sys.stderr)
+    for path, top in zip(args.images, results):
         print(f"{path}: " + ", ".join(f"{name} {100 * p:.2f}%" for name, p in top))
     return 0

@@ -318,12 +318,20 @@ def format_report(rows: list[Contender], timings: dict[str, Timing], macs: int,
 
 
 def parse_input_size(text: str) -> tuple[int, int, int, int]:
-    """'1x3x224x224' (or with ×) → (1, 3, 224, 224)."""
+    """'1x3x224x224' (or with ×) → (1, 3, 224, 224); a wrong form or size names the dimension at fault."""
     parts = text.lower().replace("×", "x").split("x")
-    try:
-        size = tuple(int(p) for p in parts)
-    except ValueError:
-        size = ()
-    if len(size) != 4 or min(size) < 1:
-        raise ValueError(f"--input must look like 1x3x224x224 (N x C x H x W), got {text!r}")
-    return size  # type: ignore[return-value]
+    if len(parts) != 4:
+        raise ValueError(f"--input {text}: give 4 sizes N x C x H x W (batch, channels, height, width), "
+                         f"e.g. 1x3x224x224; got {len(parts)}")
+    size = []
+    for dim, part in zip(("N (batch)", "C (channels)", "H (height)", "W (width)"), parts):
+        try:
+            value = int(part.strip())
+        except ValueError:
+            raise ValueError(f"--input {text}: {dim} is {part.strip()!r}, not a whole number; "
+                             "e.g. 1x3x224x224") from None
+        if value < 1:
+            raise ValueError(f"--input {text}: {dim} is {value}; every size must be a positive integer, "
+                             "e.g. 1x3x224x224")
+        size.append(value)
+    return tuple(size)  # type: ignore[return-value]

@@ -1,7 +1,6 @@
 """``explain``: how every output size follows from its formula, and why each shortcut is what it is."""
 from __future__ import annotations
 
-import sys
 from typing import Sequence, TextIO
 
 import torch
@@ -9,7 +8,7 @@ from torch import nn
 from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 
 from .formulas import SizeStep, transposed_out, window_out
-from .summary import _axes, _axes_text, stage_ends
+from .summary import _axes, _axes_text, batched_size, stage_ends
 from .trace import ADAPTIVE, Call, Trace, trace, window_params
 from .units import describe_layers, residual_unit
 
@@ -94,9 +93,10 @@ def _unit_line(c: Call) -> str | None:
                    f"so x must be mapped to {_shape(c.out_shape)} before the addition")
 
 
-def explain_lines(tr: Trace) -> Explanation:
-    """The explanation of one recorded forward pass (see :func:`explain`)."""
-    lines = Explanation([f"{type(tr.model).__name__}, input {'×'.join(map(str, tr.input_shape))}", HEADER, ""])
+def explain_lines(tr: Trace, note: str | None = None) -> Explanation:
+    """The explanation of one recorded forward pass (see :func:`explain`); ``note`` says what was assumed."""
+    lines = Explanation([f"{type(tr.model).__name__}, input {'×'.join(map(str, tr.input_shape))}",
+                         *([f"Note: {note}"] if note else []), HEADER, ""])
     for c in tr.calls[1:]:
         if c.repeat and not c.leaf:
             continue
@@ -114,20 +114,22 @@ def explain_lines(tr: Trace) -> Explanation:
     return lines
 
 
-def explain(model: nn.Module, input_size: Sequence[int] | None = None, *, file: TextIO | None = sys.stdout,
+def explain(model: nn.Module, input_size: Sequence[int] | None = None, *, file: TextIO | None = None,
             input_data: torch.Tensor | None = None) -> Explanation:
-    """Write how each conv/pool output size follows from its formula, with the numbers put in.
+    """How each conv/pool output size follows from its formula, with the numbers put in.
 
     For every conv and pool, in the order the forward pass runs them:
     ``conv1: (224 − 7 + 2·3) // 2 + 1 = 112`` followed by its input → output
     shape; for every residual unit, why its shortcut is an identity (same shape)
     or a projection (stride and/or channels change); at the end the stride and
-    receptive field of each stage. ``input_size`` includes the batch. Lines go to
-    ``file`` (stdout; ``None`` writes nothing) and are returned.
+    receptive field of each stage. ``input_size`` includes the batch (without it,
+    batch 1 is assumed and said). The lines are returned (``print(rk.explain(...))``
+    shows them) and also written to ``file`` when one is given (the CLI prints).
     """
     if input_size is None and input_data is None:
         input_size = (1, *getattr(model, "default_input_size", (3, 224, 224)))
-    lines = explain_lines(trace(model, input_size, input_data))
+    input_size, note = batched_size(model, input_size)
+    lines = explain_lines(trace(model, input_size, input_data), note)
     if file is not None:
         print(str(lines), file=file)
     return lines

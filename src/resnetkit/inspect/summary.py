@@ -6,6 +6,7 @@ from typing import Any, Sequence
 
 import torch
 from torch import nn
+from torch.nn.modules.conv import _ConvNd
 
 from .trace import Trace, trace
 
@@ -79,6 +80,22 @@ def stage_ends(tr: Trace) -> list[tuple[str, str]]:
     return [(n, n) for n in names]
 
 
+def batched_size(model: nn.Module, input_size: Sequence[int] | None) -> tuple[Sequence[int] | None, str | None]:
+    """torchsummary's habit: a size without the batch, e.g. ``(3, 224, 224)``, means batch 1.
+
+    The model's first convolution tells how many spatial axes an input has (2 for
+    Conv2d), so a Conv1d model's ``(N, C, L)`` is left alone, and so is the input of
+    a model without convolutions (an attention layer's ``(N, L, E)``). Returns the
+    size to run and the note saying what was assumed (None when nothing was).
+    """
+    first = next((m for m in model.modules() if isinstance(m, _ConvNd)), None)
+    if input_size is None or first is None or len(input_size) != len(first.kernel_size) + 1:
+        return input_size, None
+    size = (1, *input_size)
+    return size, (f"input_size {tuple(input_size)} has no batch dimension: assumed batch 1 "
+                  f"(input {'×'.join(map(str, size))})")
+
+
 class SummaryReport:
     """What ``summary`` measured. ``str(report)`` is the table; ``to_dict()`` is JSON-ready.
 
@@ -88,8 +105,9 @@ class SummaryReport:
     (:class:`Stage` s: stride and receptive field where each stage ends).
     """
 
-    def __init__(self, tr: Trace, depth: int) -> None:
+    def __init__(self, tr: Trace, depth: int, note: str | None = None) -> None:
         self.model_name = type(tr.model).__name__
+        self.note = note
         self.input_size = tr.input_shape
         self.output_shape = tr.output_shape
         self.depth = depth
@@ -126,7 +144,8 @@ class SummaryReport:
 
         return plain({
             "model": self.model_name, "input_size": self.input_size, "output_shape": self.output_shape,
-            "depth": self.depth, "total_params": self.total_params, "trainable_params": self.trainable_params,
+            "depth": self.depth, "note": self.note,
+            "total_params": self.total_params, "trainable_params": self.trainable_params,
             "total_macs": self.total_macs, "total_flops": self.total_flops, "units": UNITS_LINE,
             "activation_bytes": self.activation_bytes, "param_bytes": self.param_bytes,
             "rows": [asdict(r) for r in self.rows], "stages": [asdict(s) for s in self.stages],
@@ -147,6 +166,7 @@ class SummaryReport:
 
         rule_w = max(sum(widths) + 9, 60)
         out = [f"{self.model_name} summary, input {'×'.join(map(str, self.input_size))}, depth {self.depth}",
+               *([f"Note: {self.note}"] if self.note else []),
                "=" * rule_w, line(head), "=" * rule_w, *(line(b) for b in body), "=" * rule_w]
         n_input = 1
         for s in self.input_size:
@@ -184,8 +204,10 @@ def summary(model: nn.Module, input_size: Sequence[int] | None = None, depth: in
             input_data: torch.Tensor | None = None) -> SummaryReport:
     """Run one forward pass and report every layer down to ``depth`` levels of nesting.
 
-    ``input_size`` includes the batch, e.g. ``(1, 3, 224, 224)`` (default: the
-    model's ``default_input_size`` with batch 1, else 1×3×224×224). Each row shows
+    ``input_size`` includes the batch, e.g. ``(1, 3, 224, 224)``; without it, as
+    torchsummary users write ``(3, 224, 224)``, batch 1 is assumed and the printed
+    summary says so (default: the model's ``default_input_size`` with batch 1,
+    else 1×3×224×224). Each row shows
     a module call's output shape, the parameters of its subtree and the MACs
     per image of the convolutions and matrix products it ran (functional ones
     included); deeper layers are folded into their shown parent. Shared modules
@@ -202,4 +224,5 @@ def summary(model: nn.Module, input_size: Sequence[int] | None = None, depth: in
         raise ValueError(f"depth must be >= 0, got {depth}")
     if input_size is None and input_data is None:
         input_size = (1, *getattr(model, "default_input_size", (3, 224, 224)))
-    return SummaryReport(trace(model, input_size, input_data), depth)
+    input_size, note = batched_size(model, input_size)
+    return SummaryReport(trace(model, input_size, input_data), depth, note)

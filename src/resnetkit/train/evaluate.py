@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -96,10 +97,35 @@ def load_trained(path: str | os.PathLike, device: torch.device | str = "cpu") ->
     return model.to(device).eval(), meta
 
 
+# Training data whose mean pixel is below this has dark backgrounds (MNIST 0.13, Fashion-MNIST 0.29;
+# photo datasets such as CIFAR-10 average about 0.47).
+DARK_DATA_MEAN = 0.35
+
+
+def bright_background(image: torch.Tensor, spec: InputSpec) -> str | None:
+    """Why ``image`` (uint8 C×H×W) will mislead a model trained on dark backgrounds, or None.
+
+    The background is the median of the image's border pixels; MNIST digits are
+    white on black, a digit drawn in Paint is black on white.
+    """
+    data_mean = sum(spec.mean) / len(spec.mean)
+    border = torch.cat([image[:, 0], image[:, -1], image[:, :, 0], image[:, :, -1]], dim=1).float() / 255
+    background = border.median().item()
+    if data_mean >= DARK_DATA_MEAN or background <= 0.5:
+        return None
+    return (f"its background is bright (border pixels {background:.2f} on a 0-1 scale) but the model was trained "
+            f"on dark backgrounds (mean pixel {data_mean:.2f}: light digits on black, as MNIST); invert it "
+            "(resnetkit predict --invert, predict(..., invert=True))")
+
+
 @torch.no_grad()
 def predict(model: nn.Module, images: Sequence[str | os.PathLike], meta: dict[str, Any], topk: int = 5,
-            device: torch.device | str = "cpu") -> list[list[tuple[str, float]]]:
-    """Top-k (class name, probability) for each image file, preprocessed as in training."""
+            device: torch.device | str = "cpu", invert: bool = False) -> list[list[tuple[str, float]]]:
+    """Top-k (class name, probability) for each image file, preprocessed as in training.
+
+    ``invert`` flips every pixel (255 − v) first, for dark-on-light images given to a model
+    trained on light-on-dark ones; without it, such an image gets a warning.
+    """
     spec = InputSpec.from_dict(meta["input"])
     mode = "L" if spec.data_chans == 1 else "RGB"
     paths = [Path(p) for p in images]
@@ -109,6 +135,11 @@ def predict(model: nn.Module, images: Sequence[str | os.PathLike], meta: dict[st
         if not p.is_file():
             raise FileNotFoundError(f"image {p} does not exist")
     x = torch.stack([load_image(p, mode, spec.data_size or spec.image_size) for p in paths])
+    if invert:
+        x = 255 - x
+    for p, image in zip(paths, x):
+        if not invert and (why := bright_background(image, spec)):
+            warnings.warn(f"{p}: {why}", UserWarning, stacklevel=2)
     model.eval()
     probs = model(prepare_batch(x, spec, device)).float().softmax(1)
     k = min(topk, probs.shape[1])
