@@ -133,15 +133,25 @@ def test_first_row_must_declare_and_headers_need_columns():
 
 
 # ------------------------------------------------------------------ property-based: nothing but TableError
+LISTED = ["", "1", "2", "0", "3×3", "x", "-1", "BN", "ReLU", "BN, ReLU", "Identity", "Conv 1×1×8",
+          "Conv 1×1×8 Stride=2", "Conv 3x3x8", "Max pool 2×2", "Avg pool 3×3", "Global avg pool",
+          "FC 4", "8×8×3", "4×4×8", "Conv 0×0×0", "Conv 3×3×8 Groups=3", "Stride=", "Ceil", "||",
+          "Conv 3×3×99999999", "Max pool 9×9 Ceil", "Conv 3×3×8 Dilation=2", "1e3", "∞",
+          "²", "３", "−1", "Conv ３×３×8", "8×8×³", "Conv 3×3×8 Groups=2×2", "FC 4", "BN",
+          "99999999999999999999999", "Conv 3×3×8 Stride=99999999999", "4",
+          # the unit grammar and the posts' notations
+          "Block: Conv 3×3×8 Padding=1 + BN, ReLU → Conv 3×3×8 Padding=1", "SE 2", "SE 0", "SE 2 Relu9",
+          "Ghost concat 8 (Conv 1×1×4 + BN; Conv 3×3×4 Groups=4 Padding=1)", "Ghost concat 99 (Conv 1×1×4; "
+          "Conv 3×3×4)", "Ghost concat 8 (Conv 1×1×4)", "Ghost concat 8 (", "Zero-pad 16 Stride=2",
+          "Zero-pad 1", "conv 3x3, 8", "3×3 conv, 8", "3*3 max pool", "8*8*3", "→", "+", "Block:",
+          "Conv 1×1×4 → FC 3", "Conv 1×1×4 + FC", "[3×3, 8] ×2", "conv 1x1, 8, stride 2", "BN，ReLU",
+          "1000-d fc", "average pool", "Conv 3×3×8 Bias", "Max pool 3×3 Dilation=2", "Avg pool 3×3 Dilation=2",
+          "[3×3, 8; 3×3, 8] ×0", "[3×3, 8; 3×3 8]", "[]", "[3×3, 8] ×2, [1×1, 8]", "3×3, 8", "7×7, 64, stride 2",
+          "3×3 max pool, stride 2", "average pool, 10-d fc, softmax", "softmax", "1×1", "0×0"]
 CELL = st.one_of(
-    st.sampled_from(["", "1", "2", "0", "3×3", "x", "-1", "BN", "ReLU", "BN, ReLU", "Identity", "Conv 1×1×8",
-                     "Conv 1×1×8 Stride=2", "Conv 3x3x8", "Max pool 2×2", "Avg pool 3×3", "Global avg pool",
-                     "FC 4", "8×8×3", "4×4×8", "Conv 0×0×0", "Conv 3×3×8 Groups=3", "Stride=", "Ceil", "||",
-                     "Conv 3×3×99999999", "Max pool 9×9 Ceil", "Conv 3×3×8 Dilation=2", "1e3", "∞",
-                     "²", "３", "−1", "Conv ３×３×8", "8×8×³", "Conv 3×3×8 Groups=2×2", "FC 4", "BN",
-                     "99999999999999999999999", "Conv 3×3×8 Stride=99999999999", "4"]),
+    st.sampled_from(LISTED),
     # besides ASCII: digits that str.isdigit() or \d take but int() rejects or tables never write
-    st.text(alphabet="Conv MaxpolAg×x0123456789=,|SdeBNRLU \t-²³¹３٣−", max_size=24),
+    st.text(alphabet="Conv MaxpolAg×x0123456789=,|SdeBNRLU \t-²³¹３٣−→+:;()*Ghstcz", max_size=24),
 )
 HEADER = "| Input size | Operation | Stride | Padding | Shortcut | After |"
 
@@ -168,9 +178,12 @@ def _builds_and_runs_or_table_error(text):
 
 SMALL = [["8×8×3", "Conv 3×3×8", "1", "1", "", "BN, ReLU"],
          ["8×8×8", "Conv 3×3×8", "2", "1", "Conv 1×1×8 Stride=2", "BN, ReLU"],
-         ["4×4×8", "Max pool 2×2", "2", "", "", ""],
-         ["2×2×8", "Global avg pool", "", "", "", ""],
-         ["8", "FC 4", "", "", "", "BN"]]
+         ["4×4×8", "Block: Conv 1×1×4 + BN, ReLU → SE 2 → Conv 3×3×8 Padding=1", "1", "", "Identity", "BN, ReLU"],
+         ["4×4×8", "Unit: Ghost concat 12 (Conv 1×1×6 + BN, ReLU; Conv 3×3×6 Groups=6 Padding=1 + BN)", "1", "",
+          "Zero-pad 12", ""],
+         ["4×4×12", "Max pool 2×2", "2", "", "", ""],
+         ["2×2×12", "Global avg pool", "", "", "", ""],
+         ["12", "FC 4", "", "", "", "BN"]]
 # number-like cells: ASCII digits mixed with ones str.isdigit() or \d accept ('²', '３', '٣') and a unicode minus
 NUMBERISH = st.text(alphabet="0123456789²³¹３٣−-×x ", min_size=1, max_size=8)
 
@@ -182,6 +195,43 @@ def test_one_bad_cell_in_a_valid_table_raises_only_table_error(row, col, cell):
     rows = [list(r) for r in SMALL]
     rows[row][col] = cell
     _builds_and_runs_or_table_error("\n".join([HEADER] + ["| " + " | ".join(r) + " |" for r in rows]))
+
+
+def test_every_listed_cell_anywhere_in_a_valid_table_raises_only_table_error():
+    """The listed cells at every position of both table forms: the fuzz samples them, this tries each."""
+    for cell in LISTED:
+        for row, col in [(r, c) for r in range(len(SMALL)) for c in range(6)]:
+            rows = [list(r) for r in SMALL]
+            rows[row][col] = cell
+            _builds_and_runs_or_table_error("\n".join([HEADER] + ["| " + " | ".join(r) + " |" for r in rows]))
+        for row, col in [(r, c) for r in range(len(PAPER_SMALL)) for c in range(3)]:
+            rows = [list(r) for r in PAPER_SMALL]
+            rows[row][col] = cell
+            _builds_and_runs_or_table_error(_paper_small(rows))
+
+
+def test_the_fuzzed_tables_are_valid_before_the_change():
+    net = rk.from_table("\n".join([HEADER] + ["| " + " | ".join(r) + " |" for r in SMALL]))
+    assert net.output_size == (4,) and type(net.row4.branch[0]).__name__ == "TableGhost"
+    net = rk.from_table(_paper_small(PAPER_SMALL))
+    assert tuple(net.eval()(torch.zeros(1, 3, 16, 16)).shape) == (1, 10)
+
+
+PAPER_SMALL = [["conv1", "8×8", "3×3, 8, stride 2"], ["conv2_x", "4×4", "3×3 max pool, stride 2, [3×3, 8; 3×3, 8] ×1"],
+               ["conv3_x", "2×2", "[1×1, 4; 3×3, 4; 1×1, 16] ×2"], ["", "1×1", "average pool, 10-d fc, softmax"]]
+
+
+def _paper_small(rows):
+    return "\n".join(["| layer name | output size | 18-layer |", "| --- | --- | --- |"]
+                     + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(row=st.integers(0, len(PAPER_SMALL) - 1), col=st.integers(0, 2), cell=st.one_of(CELL, NUMBERISH))
+def test_one_bad_cell_in_a_paper_table_raises_only_table_error(row, col, cell):
+    rows = [list(r) for r in PAPER_SMALL]
+    rows[row][col] = cell
+    _builds_and_runs_or_table_error(_paper_small(rows))
 
 
 def test_bn_after_an_fc_row_normalises_its_features_and_runs():
