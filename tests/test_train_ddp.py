@@ -1,5 +1,6 @@
 """``torchrun --nproc_per_node=2`` on the CPU (gloo): the `resnetkit train` command line under
-DistributedDataParallel gives identical weights on both ranks and matches one process."""
+DistributedDataParallel gives identical weights on both ranks and matches one process, while
+each rank draws its own dropout/drop-path masks."""
 from __future__ import annotations
 
 import os
@@ -20,38 +21,64 @@ ARGS = ["--model", "resnet20", "--model-arg", "norm_eval=True", "--image-size", 
         "--no-progress", "--seed", "3"]
 
 # Runs the real CLI (resnetkit.cli.main) on each rank; Trainer.fit is wrapped only to let
-# every rank dump the weights it ends with, which the CLI itself (rank 0 writes) never does.
+# every rank dump the weights and RNG state it ends with, which the CLI itself (rank 0 writes)
+# never does. Before that, one epoch of resnet20 with drop path records each rank's masks.
 SCRIPT = textwrap.dedent("""
     import sys, torch
-    from resnetkit.train import trainer as T
+    from resnetkit.blocks import DropPath
+    from resnetkit.train import trainer as T, TrainConfig
     from resnetkit.weights.io import cpu_state_dict
+
+    masks_dir = sys.argv[1]
+    t = T.Trainer(TrainConfig(model="resnet20", model_kwargs={"drop_path_rate": 0.5}, image_size=16,
+                              max_samples=32, batch_size=16, epochs=1, device="cpu", seed=3, out=None),
+                  progress=False, verbose=False)
+    dropped = []   # per DropPath call: which samples lost their residual branch
+    for m in t.net.modules():
+        if isinstance(m, DropPath):
+            m.register_forward_hook(lambda mod, inp, out: dropped.append((out.flatten(1) == 0).all(1)))
+    t.train_epoch()
+    torch.save(torch.stack(dropped), f"{masks_dir}/masks{t.dist.rank}.pt")
+
     fit = T.Trainer.fit
     def fit_and_dump(self):
         result = fit(self)
-        torch.save(cpu_state_dict(self.net), f"{self.out}/rank{self.dist.rank}.pt")
+        torch.save({"model": cpu_state_dict(self.net), "rng": torch.get_rng_state()},
+                   f"{self.out}/rank{self.dist.rank}.pt")
         return result
     T.Trainer.fit = fit_and_dump
     from resnetkit.cli import main
-    sys.exit(main(["train", *sys.argv[1:]]))
+    sys.exit(main(["train", *sys.argv[2:]]))
 """)
 
 
-def test_torchrun_two_processes_match_one(tmp_path):
+def test_torchrun_two_processes_match_one_and_draw_their_own_masks(tmp_path):
     script = tmp_path / "run_train.py"
     script.write_text(SCRIPT)
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           str(script), *ARGS, "--out", str(out)], capture_output=True, text=True, env=env,
-                          timeout=300)
+                           str(script), str(tmp_path), *ARGS, "--out", str(out)], capture_output=True, text=True,
+                          env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "2 processes" in proc.stdout and proc.stdout.count("epoch   2/2") == 1  # rank 0 alone prints
-    rank0, rank1 = torch.load(out / "rank0.pt", weights_only=True), torch.load(out / "rank1.pt", weights_only=True)
-    for k in rank0:
-        assert torch.equal(rank0[k], rank1[k]), f"ranks differ at {k}"
+
+    # Each rank draws its own drop-path masks (the same seed on every rank drew identical ones).
+    masks = [torch.load(tmp_path / f"masks{r}.pt", weights_only=True) for r in (0, 1)]
+    assert masks[0].shape == masks[1].shape == (2 * 8, 8)    # 2 steps x 8 DropPath blocks, 8 samples per rank
+    assert 0.1 < float(masks[0].float().mean()) < 0.5          # drop rates 0.06 .. 0.5: the hook sees drops
+    assert not torch.equal(masks[0], masks[1]), "both ranks dropped the same samples' branches"
+
+    rank0, rank1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    for k in rank0["model"]:
+        assert torch.equal(rank0["model"][k], rank1["model"][k]), f"ranks differ at {k}"
     assert sorted(p.name for p in out.iterdir()) == ["best.safetensors", "curves.png", "last.pt", "metrics.csv",
                                                      "rank0.pt", "rank1.pt"]
-    assert torch.equal(load_checkpoint(out / "last.pt")["model"]["fc.weight"], rank0["fc.weight"])
+    last = load_checkpoint(out / "last.pt")
+    assert torch.equal(last["model"]["fc.weight"], rank0["model"]["fc.weight"])
+    # last.pt holds every rank's RNG state, so that each resumes its own stream.
+    assert [torch.equal(s["torch"], r["rng"]) for s, r in zip(last["rng"], (rank0, rank1))] == [True, True]
+    assert not torch.equal(rank0["rng"], rank1["rng"])
 
     torch.set_num_threads(1)
     cfg = TrainConfig(model="resnet20", model_kwargs={"norm_eval": True}, image_size=16, max_samples=64,
@@ -60,7 +87,7 @@ def test_torchrun_two_processes_match_one(tmp_path):
     for k, v in single.items():
         if v.is_floating_point():
             # Same global batches, same augmentation, averaged gradients: only summation order differs.
-            torch.testing.assert_close(rank0[k], v, rtol=1e-4, atol=1e-5, msg=k)
+            torch.testing.assert_close(rank0["model"][k], v, rtol=1e-4, atol=1e-5, msg=k)
     init = Trainer(cfg, epochs=1, progress=False, verbose=False).net.state_dict()  # seed 3, before training
     moved = max(float((single[k] - init[k]).abs().max()) for k in single if single[k].is_floating_point())
     assert moved > 1e-3, "training did not change the weights, so the comparison proves nothing"

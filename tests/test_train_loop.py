@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -92,6 +93,21 @@ def test_resume_after_kill_equals_uninterrupted_bit_for_bit(tmp_path, model, kwa
         # A second seed gives other weights, so the comparison above can fail.
         other = Trainer(cfg, out=str(tmp_path / "c"), seed=1, epochs=1, progress=False, verbose=False).fit()
         assert not torch.equal(other.model.state_dict()["fc.weight"], a["fc.weight"])
+
+
+def test_resume_reads_per_rank_rng_states_and_warns_on_another_process_count(tiny_run, tmp_path):
+    out, _ = tiny_run
+    state = load_checkpoint(out / "last.pt")
+    assert len(state["rng"]) == 1                     # one RNG state per process
+    for name, rng in (("old", state["rng"][0]), ("torchrun2", state["rng"] * 2)):
+        (tmp_path / name).mkdir()
+        torch.save({**state, "rng": rng}, tmp_path / name / "last.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")               # a file from before per-rank states resumes quietly
+        Trainer(TrainConfig(**TINY, out=str(tmp_path / "old"), resume=True), progress=False)
+    with pytest.warns(UserWarning, match=r"written by 2 processes, this run has 1: dropout and drop-path masks "
+                                         r"will not match the interrupted run"):
+        Trainer(TrainConfig(**TINY, out=str(tmp_path / "torchrun2"), resume=True), progress=False)
 
 
 class NaNAfter(nn.Module):
