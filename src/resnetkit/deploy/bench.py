@@ -167,12 +167,12 @@ def model_pair(name: str) -> tuple[nn.Module, str, nn.Module, str]:
     Weights are random with trained-like BN statistics (see
     :func:`give_trained_like_bn_stats`): speed does not depend on them.
     """
-    from ..registry import _REGISTRY, create_model
+    from ..registry import create_model, list_models
 
     ref = reference_model(name)
     if ref is not None:
         give_trained_like_bn_stats(ref[0])
-    if name not in _REGISTRY:
+    if name not in list_models():
         if ref is None:
             create_model(name)  # raises the registry's "unknown model ... did you mean" error
         return ref[0], f"{ref[1]} eager fp32", ref[0], f"{ref[1]} model"

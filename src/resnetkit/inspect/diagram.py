@@ -13,7 +13,7 @@ from itertools import groupby
 
 from torch import nn
 
-from .summary import _count, human, stage_ends
+from .summary import count_params, human, stage_ends
 from .trace import ADAPTIVE, Call, Trace, window_params
 from .units import after_word, op_words, residual_unit
 
@@ -77,7 +77,7 @@ def _unit_box(c: Call) -> Box:
     kind = unit.kind
     if kind == "projection" and next(iter(unit.shortcut.parameters()), None) is None:
         why.append("no params")  # He et al.'s option A: subsample and zero-pad
-    params = _count(c.module)[0] if not c.repeat else 0
+    params = count_params(c.module)[0] if not c.repeat else 0
     reason = ", ".join(why) or ("configured" if kind == "projection" else "")
     key = (c.type_name, c.in_shape, c.out_shape, kind, reason, params)
     return Box(f"{c.name} · {c.type_name}", shape_text(c.out_shape), params, c.total_macs, kind, reason,
@@ -107,7 +107,7 @@ def _layer_boxes(calls: list[Call], tr: Trace) -> list[Box]:
         for c in [top, *tr.descendants(top)]:
             if not c.leaf:
                 continue
-            params = 0 if c.repeat else _count(c.module)[0]
+            params = 0 if c.repeat else count_params(c.module)[0]
             words = _layer_words(c)
             if words is not None or not boxes:
                 boxes.append(Box(f"{c.name} · {words or c.type_name}", shape_text(c.out_shape), params, c.macs))
@@ -146,7 +146,7 @@ def _last_index(tr: Trace, call: Call) -> int:
 
 def _stage_ends(tr: Trace, units: list[Call]) -> list[int]:
     """Index of the last call of each stage: the model's feature levels, else each resolution run."""
-    has_levels = getattr(tr.model, "_all_levels", None) or getattr(tr.model, "feature_info", None)
+    has_levels = getattr(tr.model, "all_levels", None) or getattr(tr.model, "feature_info", None)
     if has_levels:
         last = {c.name: c for c in tr.calls}
         ends = sorted(_last_index(tr, last[n]) for _, n in stage_ends(tr) if n in last)

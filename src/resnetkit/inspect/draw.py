@@ -18,7 +18,7 @@ from torch import nn
 
 from ..train._deps import require
 from .diagram import Box, Column, columns, shape_text
-from .summary import _count, human
+from .summary import count_params, human
 from .trace import trace
 
 FORMATS = {".png": "png", ".svg": "svg"}
@@ -182,7 +182,7 @@ def draw(model: nn.Module, input_size: Sequence[int] | None = None, path: str | 
     if path is not None:
         output_format(path)  # a wrong path fails before the forward pass
     recorded = trace(model, input_size)
-    total = _count(model)[0]
+    total = count_params(model)[0]
     title = (f"{type(model).__name__} · input {shape_text(recorded.input_shape)} · {human(total)} params · "
              f"{human(recorded.calls[0].total_macs)} MACs")
     fig = render(columns(recorded, fold), title)

@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 
 from .formulas import SizeStep, transposed_out, window_out
-from .summary import _axes, _axes_text, batched_size, stage_ends
+from .summary import axes_text, batched_size, per_axis, stage_ends
 from .trace import ADAPTIVE, Call, Trace, trace, window_params
 from .units import describe_layers, residual_unit
 
@@ -109,7 +109,7 @@ def explain_lines(tr: Trace, note: str | None = None) -> Explanation:
         lines += ["", "Stride and receptive field where each stage ends "
                   "(r_out = r_in + d·(k−1)·j_in, j_out = j_in·s over every conv and pool):"]
         for label, c in stages:
-            j, r = (_axes_text(_axes(tuple(f[i] for f in c.field))) for i in (0, 1))
+            j, r = (axes_text(per_axis(tuple(f[i] for f in c.field))) for i in (0, 1))
             lines.append(f"  {label} ({c.name}): {_shape(c.out_shape)}, stride {j}, receptive field {r}")
     return lines
 

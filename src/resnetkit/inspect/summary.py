@@ -39,16 +39,18 @@ class Stage:
     receptive_field: int | tuple[int, ...]
 
 
-def _count(module: nn.Module) -> tuple[int, int]:
+def count_params(module: nn.Module) -> tuple[int, int]:
+    """(total, trainable) parameters of ``module``, each shared parameter once."""
     params = {id(p): p for p in module.parameters()}.values()
     return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
 
 
-def _axes(values: tuple[int, ...]) -> int | tuple[int, ...]:
+def per_axis(values: tuple[int, ...]) -> int | tuple[int, ...]:
+    """One number when every spatial axis has the same value, else the tuple."""
     return values[0] if len(set(values)) == 1 else values
 
 
-def _axes_text(v: int | tuple[int, ...]) -> str:
+def axes_text(v: int | tuple[int, ...]) -> str:
     return "×".join(map(str, v)) if isinstance(v, tuple) else str(v)
 
 
@@ -73,7 +75,7 @@ def human(n: float, unit: str = "") -> str:
 
 def stage_ends(tr: Trace) -> list[tuple[str, str]]:
     """(label, module name) of each stage end: a resnetkit model's feature levels, else the top-level modules."""
-    levels = getattr(tr.model, "_all_levels", None) or getattr(tr.model, "feature_info", None)
+    levels = getattr(tr.model, "all_levels", None) or getattr(tr.model, "feature_info", None)
     if levels and all(isinstance(lv, dict) and "module" in lv for lv in levels):
         return [(f"level {i}", lv["module"]) for i, lv in enumerate(levels)]
     names = dict.fromkeys(c.name for c in tr.calls if c.depth == 1)  # a child called twice is one stage
@@ -111,7 +113,7 @@ class SummaryReport:
         self.input_size = tr.input_shape
         self.output_shape = tr.output_shape
         self.depth = depth
-        self.total_params, self.trainable_params = _count(tr.model)
+        self.total_params, self.trainable_params = count_params(tr.model)
         root = tr.calls[0]
         self.total_macs = root.total_macs
         self.total_flops = 2 * self.total_macs
@@ -121,7 +123,7 @@ class SummaryReport:
         for c in tr.calls[1:]:
             if c.depth > depth:
                 continue
-            total, trainable = (None, None) if c.repeat else _count(c.module)
+            total, trainable = (None, None) if c.repeat else count_params(c.module)
             self.rows.append(Row(c.name, c.type_name, c.depth, c.out_shape, total, trainable, c.total_macs))
         last = {c.name: c for c in tr.calls}  # the last call of a module is where its stage ends
         self.stages: list[Stage] = []
@@ -129,8 +131,8 @@ class SummaryReport:
             c = last.get(name)
             if c is None or c.field is None:
                 continue
-            self.stages.append(Stage(label, name, c.out_shape, _axes(tuple(j for j, _ in c.field)),
-                                     _axes(tuple(r for _, r in c.field))))
+            self.stages.append(Stage(label, name, c.out_shape, per_axis(tuple(j for j, _ in c.field)),
+                                     per_axis(tuple(r for _, r in c.field))))
 
     # ------------------------------------------------------------------ output
     def to_dict(self) -> dict[str, Any]:
@@ -187,7 +189,7 @@ class SummaryReport:
         if self.stages:
             out += ["-" * rule_w, "Stage ends: stride and receptive field (pixels of the input)"]
             cells = [("stage", "module", "output", "stride", "receptive field")] + [
-                (s.name, s.module, fmt_shape(s.output_shape), _axes_text(s.stride), _axes_text(s.receptive_field))
+                (s.name, s.module, fmt_shape(s.output_shape), axes_text(s.stride), axes_text(s.receptive_field))
                 for s in self.stages]
             w = [max(len(c[i]) for c in cells) for i in range(5)]
             out += [f"{c[0]:<{w[0]}}   {c[1]:<{w[1]}}   {c[2]:<{w[2]}}   {c[3]:>{w[3]}}   {c[4]:>{w[4]}}".rstrip()

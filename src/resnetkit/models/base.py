@@ -117,7 +117,7 @@ class ResidualNet(nn.Module):
         if strays:  # a family bug: forward_levels would silently return fewer maps
             raise RuntimeError(f"{label}.feature_info names {strays}, which are not in trunk_names")
         self.out_indices = check_out_indices(out_indices, len(levels), label)
-        self._all_levels = FeatureInfo(levels)
+        self.all_levels = FeatureInfo(levels)  # every level, also those out_indices leave out
         last = levels[self.out_indices[-1]]["module"]
         keep = self.trunk_names[: self.trunk_names.index(last) + 1]
         # remembered so that load_weights ignores a full checkpoint's head instead of calling it unexpected
@@ -146,7 +146,7 @@ class ResidualNet(nn.Module):
     def _stage_bounds(self) -> list[str]:
         """The trunk module that ends each frozen_stages stage: a family's ``stage_ends`` (ResNets:
         stem, layer1, ...), else its feature levels (stage 0 = up to C1, the stem)."""
-        levels = getattr(self, "_all_levels", self.feature_info)
+        levels = getattr(self, "all_levels", self.feature_info)
         return getattr(self, "stage_ends", None) or [lvl["module"] for lvl in levels]
 
     def _stage_modules(self, stage: int) -> list[nn.Module]:
