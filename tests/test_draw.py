@@ -236,3 +236,13 @@ def test_stages_follow_feature_levels_and_else_the_resolution(tmp_path):
 def test_docstring_example_runs():
     result = doctest.testmod(importlib.import_module("resnetkit.inspect.draw"))
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_a_block_or_a_layer_drawn_on_its_own_and_a_size_without_batch(tmp_path):
+    """kuangliu's BasicBlock(64, 128, 2) builds its own 1×1 projection; torchsummary's (C, H, W) means batch 1."""
+    rk.draw(rk.BasicBlock(64, 128, 2), (64, 16, 16), tmp_path / "block.svg")
+    texts = svg_texts(tmp_path / "block.svg")
+    assert texts[0].startswith("BasicBlock · input 64×16×16")
+    assert ["BasicBlock", "→ 128×8×8", "projection", "stride 2, 64→128 ch"] == texts[texts.index("BasicBlock"):][:4]
+    rk.draw(torch.nn.Conv2d(3, 8, 3), (1, 3, 8, 8), tmp_path / "conv.svg")
+    assert "Conv 3×3×8 Bias" in svg_texts(tmp_path / "conv.svg") and "→ 8×6×6" in svg_texts(tmp_path / "conv.svg")

@@ -64,6 +64,11 @@ class Column:
         return f"{human(self.params)} params · {human(self.macs)} MACs"
 
 
+def _named(name: str, what: str) -> str:
+    """``layer1.0 · BasicBlock``; the model itself (name "") is just what it is."""
+    return f"{name} · {what}" if name else what
+
+
 def _unit_box(c: Call) -> Box:
     unit = residual_unit(c.module)
     (ci, *hw_in), (co, *hw_out) = c.in_shape[1:], c.out_shape[1:]
@@ -80,7 +85,7 @@ def _unit_box(c: Call) -> Box:
     params = count_params(c.module)[0] if not c.repeat else 0
     reason = ", ".join(why) or ("configured" if kind == "projection" else "")
     key = (c.type_name, c.in_shape, c.out_shape, kind, reason, params)
-    return Box(f"{c.name} · {c.type_name}", shape_text(c.out_shape), params, c.total_macs, kind, reason,
+    return Box(_named(c.name, c.type_name), shape_text(c.out_shape), params, c.total_macs, kind, reason,
                key=key, names=[c.name])
 
 
@@ -110,7 +115,7 @@ def _layer_boxes(calls: list[Call], tr: Trace) -> list[Box]:
             params = 0 if c.repeat else count_params(c.module)[0]
             words = _layer_words(c)
             if words is not None or not boxes:
-                boxes.append(Box(f"{c.name} · {words or c.type_name}", shape_text(c.out_shape), params, c.macs))
+                boxes.append(Box(_named(c.name, words or c.type_name), shape_text(c.out_shape), params, c.macs))
                 continue
             last = boxes[-1]
             if (w := after_word(c.module)) is not None:
@@ -123,6 +128,9 @@ def _layer_boxes(calls: list[Call], tr: Trace) -> list[Box]:
 
 def _items(tr: Trace) -> list[tuple[Call, bool]]:
     """(call, is_unit) for the outermost residual units and the largest calls holding no unit, in order."""
+    root = tr.calls[0]
+    if residual_unit(root.module) is not None and isinstance(root.out_shape, tuple):
+        return [(root, True)]  # a block drawn on its own
     units: set[int] = set()
     holds_unit: set[int] = set()
     inside: set[int] = set()
@@ -183,7 +191,7 @@ def columns(tr: Trace, fold: int = 3) -> list[Column]:
     items = _items(tr)
     units = [c for c, is_unit in items if is_unit]
     if not units:
-        return [Column("layers", _layer_boxes([c for c, _ in items], tr))]
+        return [Column("layers", _layer_boxes([c for c, _ in items] or tr.calls[:1], tr))]
     first, last = units[0].index, units[-1].index
     ends = _stage_ends(tr, units)
     stem = Column("stem", _layer_boxes([c for c, _ in items if c.index < first], tr))
@@ -196,5 +204,6 @@ def columns(tr: Trace, fold: int = 3) -> list[Column]:
     out = [stem] if stem.boxes else []
     for n, group in enumerate(stages.values(), 1):
         boxes = [b for c, is_unit in group for b in ([_unit_box(c)] if is_unit else _layer_boxes([c], tr))]
-        out.append(Column(f"stage {n}", _fold(boxes, fold), _stride(group[-1][0])))
+        title = "block" if group[0][0].index == 0 else f"stage {n}"  # index 0: the model is one block
+        out.append(Column(title, _fold(boxes, fold), _stride(group[-1][0])))
     return out + ([head] if head.boxes else [])

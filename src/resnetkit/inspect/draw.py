@@ -18,7 +18,7 @@ from torch import nn
 
 from ..train._deps import require
 from .diagram import Box, Column, columns, shape_text
-from .summary import count_params, human
+from .summary import batched_size, count_params, human
 from .trace import trace
 
 FORMATS = {".png": "png", ".svg": "svg"}
@@ -159,9 +159,9 @@ def draw(model: nn.Module, input_size: Sequence[int] | None = None, path: str | 
          fold: int = 3):
     """Draw ``model`` as stem, stages and blocks, and return the matplotlib ``Figure``.
 
-    One forward pass on zeros of ``input_size`` (with batch; default the
-    model's ``default_input_size``) gives each block's output shape and each
-    stage's parameters and MACs. Every residual block shows its shortcut as an
+    One forward pass on zeros of ``input_size`` (``(1, 3, 224, 224)``, or
+    ``(3, 224, 224)`` for batch 1; default: the model's ``default_input_size``)
+    gives each block's output shape and each stage's parameters and MACs. Every residual block shows its shortcut as an
     arc labelled identity or projection, with the reason (stride, channels).
     Runs of at least ``fold`` identical blocks are drawn once as ``×N``
     (``fold=0`` draws every block). Given a ``path`` ending in ``.png`` or
@@ -175,6 +175,7 @@ def draw(model: nn.Module, input_size: Sequence[int] | None = None, path: str | 
     require("matplotlib", purpose="rk.draw")
     if input_size is None:
         input_size = (1, *getattr(model, "default_input_size", (3, 224, 224)))
+    input_size, _ = batched_size(model, input_size)  # (3, 224, 224) means batch 1, as for summary
     if not isinstance(fold, int) or isinstance(fold, bool):
         raise TypeError(f"fold must be an int (the shortest run of identical blocks drawn as ×N), got {fold!r}")
     if fold < 0:
