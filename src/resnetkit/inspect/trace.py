@@ -197,6 +197,117 @@ class _FieldTracker:
         return f
 
 
+def zeros_input(model: nn.Module, input_size: Sequence[int] | None) -> torch.Tensor:
+    """Zeros of ``input_size`` (with batch) on the model's device and float dtype, or a ``ValueError``
+    saying what is wrong with the size."""
+    if input_size is None:
+        raise ValueError("give input_size, e.g. (1, 3, 224, 224), or input_data")
+    size = tuple(int(s) for s in input_size)
+    if len(size) < 2 or min(size) < 1:
+        raise ValueError(f"input_size must be (N, C, ...) with positive sizes, got {tuple(input_size)}")
+    text = "x".join(map(str, size))
+    if math.prod(size) > MAX_INPUT_ELEMENTS:
+        raise ValueError(f"an input of size {text} has {math.prod(size):,} elements, more than the limit of "
+                         f"{MAX_INPUT_ELEMENTS:,}; give a smaller input size, e.g. 1x3x224x224")
+    ref = next(iter(model.parameters()), None)
+    ref = ref if ref is not None else next(iter(model.buffers()), None)
+    kw = {"device": ref.device} if ref is not None else {}
+    dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
+    try:
+        return torch.zeros(size, dtype=dtype, **kw)
+    except (RuntimeError, MemoryError) as e:  # out of (device) memory below the cap
+        raise ValueError(f"cannot allocate an input of size {text}: out of memory; give a smaller "
+                         "input size") from e
+
+
+class _Recorder:
+    """Forward hooks that turn each module call into a :class:`Call` of ``result``.
+
+    ``pre`` opens a call, ``credit`` books the MACs of an aten op on the innermost
+    open call, ``post`` closes it: shapes, MACs per image, and receptive field.
+    """
+
+    def __init__(self, model: nn.Module, input_data: torch.Tensor) -> None:
+        self.result = Trace(model, tuple(input_data.shape))
+        self.names = {id(m): n for n, m in model.named_modules()}
+        self.seen: set[int] = set()
+        self.stack: list[tuple[Call, int]] = []  # open calls and where their tensors start in fields.produced
+        self.fields = _FieldTracker()
+        self.fields.put(input_data, tuple((1, 1) for _ in input_data.shape[2:]))
+        self.raw_macs: dict[int, int] = {}  # call index -> MACs of the whole batch run by that call itself
+
+    def credit(self, macs: int) -> None:
+        if self.stack:  # the innermost open call ran the op
+            index = self.stack[-1][0].index
+            self.raw_macs[index] = self.raw_macs.get(index, 0) + macs
+
+    def pre(self, module: nn.Module, args: tuple) -> None:
+        inputs = tensors_in(args)
+        stack = self.stack
+        call = Call(index=len(self.result.calls), name=self.names[id(module)], module=module, depth=len(stack),
+                    parent=stack[-1][0].index if stack else None,
+                    in_shape=tuple(inputs[0].shape) if inputs else None, repeat=id(module) in self.seen)
+        self.seen.add(id(module))
+        self.result.calls.append(call)
+        stack.append((call, len(self.fields.produced)))
+
+    def post(self, module: nn.Module, args: tuple, output: Any) -> None:
+        call, since = self.stack.pop()
+        outputs = tensors_in(output)
+        call.out_shape = shapes_of(output)
+        call.macs = self.raw_macs.pop(call.index, 0) // self.result.batch
+        if call.leaf:
+            call.out_bytes = sum(t.numel() * t.element_size() for t in outputs)
+        call.total_macs += call.macs
+        if self.stack:
+            self.stack[-1][0].total_macs += call.total_macs
+        self._follow_fields(call, module, tensors_in(args), outputs, since)
+
+    def _follow_fields(self, call: Call, module: nn.Module, inputs: list[torch.Tensor],
+                       outputs: list[torch.Tensor], since: int) -> None:
+        """Receptive field of each spatial output: inherited (tensors made inside a container) or
+        one window step from the input (a conv or pool)."""
+        frames = [s for _, s in reversed(self.stack)] + [0]
+        f_in = self.fields.get(inputs[0], frames) if inputs and inputs[0].dim() > 2 else None
+        for t in outputs:
+            if t.dim() <= 2:
+                continue
+            f = self.fields.get(t, [since, *frames]) if not call.leaf else None
+            if f is None and f_in is not None:
+                f = self.fields.step(module, f_in, inputs[0].shape[2:], t.shape[2:])
+            if f is not None:
+                self.fields.put(t, f)
+                call.field = call.field or f
+
+
+def _run_recorded(model: nn.Module, input_data: torch.Tensor, recorder: _Recorder) -> Any:
+    """One eval-mode, no-grad forward pass with ``recorder``'s hooks and MAC counter; hooks removed and
+    train/eval flags restored afterwards. A failing forward pass becomes a ``ValueError`` naming the input."""
+    flags = {m: m.training for m in model.modules()}
+    handles = []
+    for m in {id(m): m for m in model.modules()}.values():
+        handles.append(m.register_forward_pre_hook(recorder.pre))
+        handles.append(m.register_forward_hook(recorder.post))
+    # MultiheadAttention's eval fast path is one fused op without a FLOP formula; the regular path
+    # computes the same result through counted matrix products
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    try:
+        model.eval()
+        torch.backends.mha.set_fastpath_enabled(False)
+        with torch.no_grad(), _MacCounter(recorder.credit):
+            return model(input_data)
+    except (RuntimeError, ValueError, TypeError, IndexError, MemoryError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"the forward pass of {type(model).__name__} on an input of size "
+                         f"{'x'.join(map(str, input_data.shape))} failed: {first}") from e
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+        for h in handles:
+            h.remove()
+        for m, flag in flags.items():
+            m.training = flag
+
+
 def trace(model: nn.Module, input_size: Sequence[int] | None = None,
           input_data: torch.Tensor | None = None) -> Trace:
     """Run ``model`` once (eval mode, no grad) on zeros of ``input_size`` and record every call.
@@ -208,91 +319,7 @@ def trace(model: nn.Module, input_size: Sequence[int] | None = None,
     ``ValueError`` naming the input.
     """
     if input_data is None:
-        if input_size is None:
-            raise ValueError("give input_size, e.g. (1, 3, 224, 224), or input_data")
-        size = tuple(int(s) for s in input_size)
-        if len(size) < 2 or min(size) < 1:
-            raise ValueError(f"input_size must be (N, C, ...) with positive sizes, got {tuple(input_size)}")
-        text = "x".join(map(str, size))
-        if math.prod(size) > MAX_INPUT_ELEMENTS:
-            raise ValueError(f"an input of size {text} has {math.prod(size):,} elements, more than the limit of "
-                             f"{MAX_INPUT_ELEMENTS:,}; give a smaller input size, e.g. 1x3x224x224")
-        ref = next(iter(model.parameters()), None)
-        ref = ref if ref is not None else next(iter(model.buffers()), None)
-        kw = {"device": ref.device} if ref is not None else {}
-        dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
-        try:
-            input_data = torch.zeros(size, dtype=dtype, **kw)
-        except (RuntimeError, MemoryError) as e:  # out of (device) memory below the cap
-            raise ValueError(f"cannot allocate an input of size {text}: out of memory; give a smaller "
-                             "input size") from e
-    result = Trace(model, tuple(input_data.shape))
-    batch = result.batch
-    names = {id(m): n for n, m in model.named_modules()}
-    seen: set[int] = set()
-    stack: list[tuple[Call, int]] = []
-    fields = _FieldTracker()
-    fields.put(input_data, tuple((1, 1) for _ in input_data.shape[2:]))
-    raw_macs: dict[int, int] = {}  # call index -> MACs of the whole batch run by that call itself
-
-    def credit(macs: int) -> None:
-        if stack:  # the innermost open call ran the op
-            index = stack[-1][0].index
-            raw_macs[index] = raw_macs.get(index, 0) + macs
-
-    def pre(module: nn.Module, args: tuple) -> None:
-        inputs = tensors_in(args)
-        call = Call(index=len(result.calls), name=names[id(module)], module=module, depth=len(stack),
-                    parent=stack[-1][0].index if stack else None,
-                    in_shape=tuple(inputs[0].shape) if inputs else None, repeat=id(module) in seen)
-        seen.add(id(module))
-        result.calls.append(call)
-        stack.append((call, len(fields.produced)))
-
-    def post(module: nn.Module, args: tuple, output: Any) -> None:
-        call, since = stack.pop()
-        inputs, outputs = tensors_in(args), tensors_in(output)
-        call.out_shape = shapes_of(output)
-        call.macs = raw_macs.pop(call.index, 0) // batch
-        if call.leaf:
-            call.out_bytes = sum(t.numel() * t.element_size() for t in outputs)
-        call.total_macs += call.macs
-        if stack:
-            stack[-1][0].total_macs += call.total_macs
-        frames = [since for _, since in reversed(stack)] + [0]
-        f_in = fields.get(inputs[0], frames) if inputs and inputs[0].dim() > 2 else None
-        for t in outputs:
-            if t.dim() <= 2:
-                continue
-            f = fields.get(t, [since, *frames]) if not call.leaf else None
-            if f is None and f_in is not None:
-                f = fields.step(module, f_in, inputs[0].shape[2:], t.shape[2:])
-            if f is not None:
-                fields.put(t, f)
-                call.field = call.field or f
-
-    flags = {m: m.training for m in model.modules()}
-    handles = []
-    for m in {id(m): m for m in model.modules()}.values():
-        handles.append(m.register_forward_pre_hook(pre))
-        handles.append(m.register_forward_hook(post))
-    # MultiheadAttention's eval fast path is one fused op without a FLOP formula; the regular path
-    # computes the same result through counted matrix products
-    fastpath = torch.backends.mha.get_fastpath_enabled()
-    try:
-        model.eval()
-        torch.backends.mha.set_fastpath_enabled(False)
-        with torch.no_grad(), _MacCounter(credit):
-            out = model(input_data)
-    except (RuntimeError, ValueError, TypeError, IndexError, MemoryError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"the forward pass of {type(model).__name__} on an input of size "
-                         f"{'x'.join(map(str, input_data.shape))} failed: {first}") from e
-    finally:
-        torch.backends.mha.set_fastpath_enabled(fastpath)
-        for h in handles:
-            h.remove()
-        for m, flag in flags.items():
-            m.training = flag
-    result.output_shape = shapes_of(out)
-    return result
+        input_data = zeros_input(model, input_size)
+    recorder = _Recorder(model, input_data)
+    recorder.result.output_shape = shapes_of(_run_recorded(model, input_data, recorder))
+    return recorder.result
