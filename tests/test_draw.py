@@ -3,6 +3,7 @@ own models (forward hooks), torch's flop counter and facts written out from the 
 contract; valid PNG and SVG files; folding of resnet152's repeated blocks; clear errors."""
 import doctest
 import importlib
+import sys
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -246,3 +247,9 @@ def test_a_block_or_a_layer_drawn_on_its_own_and_a_size_without_batch(tmp_path):
     assert ["BasicBlock", "→ 128×8×8", "projection", "stride 2, 64→128 ch"] == texts[texts.index("BasicBlock"):][:4]
     rk.draw(torch.nn.Conv2d(3, 8, 3), (1, 3, 8, 8), tmp_path / "conv.svg")
     assert "Conv 3×3×8 Bias" in svg_texts(tmp_path / "conv.svg") and "→ 8×6×6" in svg_texts(tmp_path / "conv.svg")
+
+
+def test_without_matplotlib_the_error_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    with pytest.raises(ImportError, match=r"rk.draw needs matplotlib.*pip install 'resnetkit\[train\]'"):
+        rk.draw(rk.create_model("resnet20"), (1, 3, 32, 32))
