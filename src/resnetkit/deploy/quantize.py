@@ -2,8 +2,10 @@
 
 Why FX graph mode with the ``x86`` backend: torch 2.14 no longer ships the
 PT2E ``X86InductorQuantizer`` (it moved to ``torchao``), while FX graph-mode
-quantization still works and runs the int8 convs through oneDNN; on the
-machines of PERF_NOTES it is 2-3× faster than ONNX Runtime's static QDQ model.
+quantization still works and runs the int8 convs through oneDNN. It is the int8
+that needs nothing beyond PyTorch, not the fastest: in benchmarks/results.md (a loaded 2-core
+EPYC) ONNX Runtime's static QDQ model runs resnet50 about 2× and mobilenet_v2 at
+batch 1 about 20× faster, which is why ``backend="auto"`` times every engine.
 We fold BatchNorm ourselves first (exactly, see :mod:`.fold`), so FX only
 fuses conv+ReLU and inserts observers. The classifier (a Linear) stays float32.
 """

@@ -53,7 +53,7 @@ class GhostNet(ResidualNet):
                 prev, reduction = out, reduction * s
             trunk.append((f"blocks.{len(stages)}", prev, reduction))
             stages.append(nn.Sequential(*blocks))
-        # 1×1 expansion to 960·width before the head: belongs to no feature level (CONTRACT §2)
+        # 1×1 expansion to 960·width before the head: belongs to no feature level (README "Backbones")
         self.head_in_features = make_divisible(CFGS[-1][-1][1] * width, 4)
         stages.append(nn.Sequential(ConvBNAct(prev, self.head_in_features, 1, names=("conv", "bn1", "act"))))
         self.blocks = nn.Sequential(*stages)

@@ -56,7 +56,8 @@ class MobileNetV2(ResidualNet):
                 reduction *= stride
                 trunk.append((f"features.{len(layers) - 1}", out_ch, reduction))
                 in_ch = out_ch
-        # the 1×1 expansion before the head belongs to no feature level (CONTRACT §2)
+        # the 1×1 expansion before the head belongs to no feature level (each level is the last block at its
+        # reduction, the FPN convention; README "Backbones")
         layers.append(ConvBNAct(in_ch, self.num_features, 1, norm_layer=norm_layer, act_layer=act_layer))
         self.features = nn.Sequential(*layers)
         # torchvision pools functionally; modules make the pool replaceable and visible in summaries

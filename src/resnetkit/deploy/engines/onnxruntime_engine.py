@@ -6,8 +6,8 @@ QDQ quantization as ONNX Runtime's documentation recommends for CNNs on x86:
 QDQ model ran 5× slower here), then ``quantize_static`` with per-channel int8
 weights and uint8 activations, calibrated on the given batches. ONNX Runtime
 has no bf16 convolution kernels on the CPU, so bf16 is not offered.
-Threads: the same count as torch's, with spinning left on (worth 33-48% at
-batch 1 on depthwise nets, PERF_NOTES).
+Threads: the same count as torch's, with spinning left on (it shortens batch-1
+latency on the depthwise nets, where each op is too short to wake sleeping threads).
 """
 from __future__ import annotations
 

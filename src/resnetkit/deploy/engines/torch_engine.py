@@ -1,6 +1,6 @@
 """The torch engine: resnetkit's own fast path, needing nothing beyond PyTorch (the default).
 
-What it does, and why (measured in PERF_NOTES and benchmarks/results.md):
+What it does, and why (measured in benchmarks/results.md and benchmarks/profile_engines.py):
 
 * BatchNorm folded into the convs (:mod:`..fold`): one op fewer per conv.
 * channels_last weights and inputs: oneDNN's convs work in NHWC; with NCHW
