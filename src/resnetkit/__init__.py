@@ -8,6 +8,7 @@ from .features import FeatureInfo
 from .detection import with_fpn
 from .weights import LoadResult, WeightsError, load_weights, save_weights
 from .registry import UnknownModelError, create_model, list_models, register_model
+from .models.mmdet import from_mmdet_config
 from .deploy import export, export_onnx, load_inference, optimize_for_inference, quantize_int8
 from .train import TrainConfig, Trainer, fit  # torch only: tqdm/matplotlib/mlxtend load on use
 from .inspect import explain, summary
@@ -23,3 +24,4 @@ __all__ += ["Trainer", "TrainConfig", "fit"]
 __all__ += ["load_weights", "save_weights", "WeightsError", "LoadResult"]
 __all__ += ["with_fpn"]
 __all__ += ["ResnetkitError"]
+__all__ += ["from_mmdet_config"]

@@ -22,6 +22,7 @@ from .spec import RowSpec, make_spec, parse_shortcut
 PAPER_COLUMNS = {"output size", "输出大小", "输出尺寸"}
 _NAME_COLUMNS = {"layer name", "layer", "name", "层名", "层"}
 _SKIPPED_ROWS = {"flops", "params", "parameters"}
+MAX_BLOCKS = 1000  # blocks in one row (ResNet-1202 has 200 per stage): more is a typo that would build for minutes
 _BLOCK = re.compile(r"^\[(.*)\]\s*(?:[×xX*]\s*([0-9]+))?$")
 _CONV = re.compile(r"^([0-9]+\s*[×xX*]\s*[0-9]+)\s*,\s*([0-9]+)(.*)$")
 _CONTINUES = re.compile(r"^(?:[0-9]+|stride\s*=?\s*[0-9]+)$", re.I)
@@ -104,8 +105,8 @@ def _blocks(item: str, shape: Shape, target: tuple[int, int] | None, row: int, g
         k = size_numbers(c[1])
         convs.append((k[0], k[1], int(c[2])))
     count = int(m[2] or 1)
-    if count < 1:
-        raise TableError(f"block {item!r} is repeated 0 times", row)
+    if not 1 <= count <= MAX_BLOCKS:
+        raise TableError(f"block {item!r} is repeated {count:,} times; write ×1 to ×{MAX_BLOCKS:,}", row)
     first_big = next((i for i, (kh, kw, _) in enumerate(convs) if max(kh, kw) > 1), 0)
     stride = _block_stride(convs[first_big][0], shape, target, row)
     label = {2: "BasicBlock", 3: "Bottleneck"}.get(len(convs), "Block")

@@ -1,0 +1,166 @@
+"""mmdet backbone configs built as the same module: ``rk.from_mmdet_config(dict(type='ResNet', depth=50, ...))``.
+
+The result behaves as mmdet's ``ResNet`` / ``ResNetV1d`` / ``ResNeXt``: ``out_indices``
+count stages (0 = C2), ``forward`` returns a tuple of maps, and the state dict
+has mmdet's keys (``conv1``/``bn1`` or ``stem.N`` for the deep stem, ``gn1``… with
+GN, ``layerN.M.downsample.K``, ``conv2.conv_offset`` with DCN), so the
+``backbone.`` part of an mmdet detector checkpoint loads with ``strict=True``.
+
+>>> import torch, resnetkit as rk
+>>> b = rk.from_mmdet_config(dict(type="ResNet", depth=18, out_indices=(0, 1, 2, 3)))
+>>> [tuple(t.shape[1:]) for t in b.eval()(torch.zeros(1, 3, 32, 32))]
+[(64, 8, 8), (128, 4, 4), (256, 2, 2), (512, 1, 1)]
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from ..blocks import BasicBlock, Bottleneck
+from ..features import FeatureInfo
+from ..weights import WeightsError
+from ..weights.io import read_state_dict
+from ..weights.layouts import strip_wrappers
+from .resnet import ResNet, _deep_stem
+
+log = logging.getLogger("resnetkit.weights")
+
+DEPTHS = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)), 50: (Bottleneck, (3, 4, 6, 3)),
+          101: (Bottleneck, (3, 4, 23, 3)), 152: (Bottleneck, (3, 8, 36, 3))}
+_TYPES = {"ResNet": {}, "ResNetV1d": dict(deep_stem=True, avg_down=True), "ResNeXt": {}}
+# mmdet's argument -> ours (same meaning); everything else in a config is handled below or refused
+_SAME = {"in_channels": "in_chans", "stem_channels": "stem_channels", "base_channels": "base_channels",
+         "num_stages": "num_stages", "strides": "strides", "dilations": "dilations", "style": "style",
+         "deep_stem": "deep_stem", "avg_down": "avg_down", "frozen_stages": "frozen_stages", "norm_cfg": "norm_cfg",
+         "norm_eval": "norm_eval", "dcn": "dcn", "stage_with_dcn": "stage_with_dcn", "with_cp": "with_cp",
+         "zero_init_residual": "zero_init_residual", "contract_dilation": "contract_dilation"}
+_HANDLED = {"type", "depth", "out_indices", "conv_cfg", "init_cfg", "pretrained", "groups", "base_width"}
+
+
+class MMDetResNet(ResNet):
+    """A :class:`ResNet` with mmdet's stem names, no head, and mmdet's ``forward`` (a tuple of stage outputs).
+
+    Build it with :func:`from_mmdet_config`; ``out_indices`` are stage numbers (0 = C2).
+    """
+
+    def __init__(self, block, layers, out_indices: Sequence[int] = (0, 1, 2, 3), **kwargs: Any) -> None:
+        super().__init__(block, layers, num_classes=0, **kwargs)
+        num_stages = len(self.stage_ends) - 1
+        out = sorted(set(out_indices))
+        if not out or out[0] < 0 or out[-1] >= num_stages:
+            raise ValueError(f"out_indices {tuple(out_indices)} must be stage numbers 0..{num_stages - 1} "
+                             "(mmdet's numbering: 0 = C2, the first stage)")
+        for name in self.head_names:
+            delattr(self, name)
+        self.head_names, self.classifier_name = [], ""
+        self.out_indices = tuple(out)
+        levels = self.feature_info
+        self.all_levels = levels
+        self.feature_info = FeatureInfo(levels[i + 1] for i in out)
+        self.features_only = True
+
+    def _make_stem(self, in_chans: int, out_chs: int, deep_stem: bool,
+                   stem_width: int) -> tuple[list[str], int, int]:
+        if not deep_stem:
+            return super()._make_stem(in_chans, out_chs, deep_stem, stem_width)
+        # mmdet: one `stem` Sequential, (conv 3×3, norm, ReLU) × 3; its last norm is stem.7
+        self.stem = _deep_stem(in_chans, stem_width, out_chs, norm_layer=self.norm_layer)
+        self.stem.extend([self.norm_layer(out_chs), nn.ReLU(inplace=True)])
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.c1_module = "stem"
+        return ["stem", "maxpool"], 2, 4
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.forward_levels(x))
+
+    def load_pretrained(self, checkpoint: str, prefix: str | None = None) -> None:
+        """mmengine's ``Pretrained`` init: the file's state dict (``prefix`` keys only, prefix removed),
+        loaded non-strictly as mmdet does; missing keys are warned about, a file that fits nothing is an error."""
+        if "://" in str(checkpoint):
+            raise ValueError(f"init_cfg checkpoint {checkpoint!r} would be downloaded, and resnetkit never "
+                             "downloads: download it yourself and pass the local file path")
+        sd = {strip_wrappers(k): v for k, v in read_state_dict(checkpoint).items()}
+        if prefix:
+            prefix = prefix if prefix.endswith(".") else prefix + "."
+            sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+            if not sd:
+                raise WeightsError(f"{checkpoint} has no keys starting with prefix {prefix!r}")
+        if not set(sd) & set(self.state_dict()):
+            raise WeightsError(f"{checkpoint}: none of its keys fit this backbone (e.g. {sorted(sd)[:3]}); "
+                               "for a detector checkpoint pass prefix='backbone.'")
+        result = self.load_state_dict(sd, strict=False)
+        if result.missing_keys:
+            warnings.warn(f"{checkpoint}: {len(result.missing_keys)} backbone keys missing from the checkpoint, "
+                          f"left as initialised: {result.missing_keys[:8]}", stacklevel=3)
+        if result.unexpected_keys:
+            log.info("%s: keys not in the backbone, ignored: %s", checkpoint, result.unexpected_keys)
+
+
+def _config_kwargs(cfg: dict) -> tuple[tuple[type, tuple[int, ...]], dict]:
+    """Check an mmdet config dict and translate it into MMDetResNet's arguments."""
+    kind = str(cfg.get("type", "ResNet")).removeprefix("mmdet.")
+    if kind not in _TYPES:
+        raise ValueError(f"backbone type {kind!r} is not supported; from_mmdet_config builds {sorted(_TYPES)}")
+    allowed = set(_SAME) | _HANDLED
+    if kind != "ResNeXt":  # groups and base_width are ResNeXt's alone
+        allowed -= {"groups", "base_width"}
+    unknown = sorted(set(cfg) - allowed)
+    if unknown:
+        raise ValueError(f"{kind}: option(s) {unknown} are not supported (or not {kind}'s); "
+                         f"supported: {sorted(set(_SAME) | _HANDLED)}")
+    if cfg.get("conv_cfg") is not None:
+        raise ValueError(f"conv_cfg={cfg['conv_cfg']!r} is not supported; only plain convs (conv_cfg=None)")
+    if cfg.get("plugins"):
+        raise ValueError("plugins in from_mmdet_config are not supported: mmdet names plugin modules "
+                         "(e.g. 'context_block') where resnetkit's blocks keep 'after_conv3_plugins.N'; use "
+                         "create_model(..., plugins=...) with resnetkit's names")
+    depth = cfg.get("depth")
+    if depth not in DEPTHS:
+        raise ValueError(f"depth must be one of {sorted(DEPTHS)}, got {depth!r}")
+    block, layers = DEPTHS[depth]
+    kwargs = dict(_TYPES[kind], norm_eval=True, zero_init_residual=True)  # mmdet's defaults
+    kwargs.update({ours: cfg[theirs] for theirs, ours in _SAME.items() if theirs in cfg})
+    kwargs["out_indices"] = cfg.get("out_indices", (0, 1, 2, 3))
+    if block is BasicBlock and any(d != 1 for d in cfg.get("dilations", ())):
+        raise ValueError("dilations on ResNet-18/34 are not supported here: mmdet's BasicBlock dilates conv1 only, "
+                         "resnetkit's follows timm (conv2 too); use create_model('resnet18', dilations=...)")
+    if kind == "ResNeXt":
+        groups, base_width = cfg.get("groups", 1), cfg.get("base_width", 4)
+        base = cfg.get("base_channels", 64)
+        if groups > 1 and (base_width * 64) % base:
+            raise ValueError(f"ResNeXt base_width={base_width} with base_channels={base} is not supported")
+        # mmdet ResNeXt: width = planes when groups == 1, else floor(planes * base_width / base_channels) * groups
+        kwargs.update(groups=groups, width_per_group=64 if groups == 1 else base_width * 64 // base)
+    return (block, layers), kwargs
+
+
+def from_mmdet_config(cfg: dict) -> MMDetResNet:
+    """Build mmdet's ``ResNet``/``ResNetV1d``/``ResNeXt`` backbone from its config dict.
+
+    Every mmdet option is honoured or refused with the reason (``conv_cfg``,
+    ``plugins``, dilated ResNet-18/34). ``init_cfg=dict(type='Pretrained',
+    checkpoint=PATH, prefix=...)`` (or the older ``pretrained=PATH``) loads a local
+    file; a ``torchvision://``/``open-mmlab://`` address is refused, since nothing is downloaded.
+    """
+    if not isinstance(cfg, dict):
+        raise TypeError(f"from_mmdet_config takes mmdet's backbone dict, got {type(cfg).__name__}")
+    (block, layers), kwargs = _config_kwargs(cfg)
+    init_cfg, pretrained = cfg.get("init_cfg"), cfg.get("pretrained")
+    if init_cfg is not None and (not isinstance(init_cfg, dict) or init_cfg.get("type") != "Pretrained"):
+        raise ValueError(f"init_cfg {init_cfg!r} is not supported; only dict(type='Pretrained', checkpoint=PATH, "
+                         "prefix=...) (other inits are what the backbone does by default)")
+    if init_cfg is not None and pretrained is not None:
+        raise ValueError("pass init_cfg or pretrained, not both (mmdet refuses that too)")
+    model = MMDetResNet(block, layers, **kwargs)
+    if pretrained is not None:
+        model.load_pretrained(pretrained)
+    elif init_cfg is not None:
+        extra = sorted(set(init_cfg) - {"type", "checkpoint", "prefix", "map_location"})
+        if extra or "checkpoint" not in init_cfg:
+            raise ValueError(f"init_cfg Pretrained needs checkpoint=PATH (and optionally prefix); got {init_cfg!r}")
+        model.load_pretrained(init_cfg["checkpoint"], init_cfg.get("prefix"))
+    return model
