@@ -7,12 +7,12 @@ import resnetkit as rk
 from helpers import assert_same_layout, count_params, give_trained_bn_stats
 
 TV_NAMES = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-            "resnext50_32x4d", "resnext101_32x8d", "wide_resnet50_2", "wide_resnet101_2"]
+            "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2"]
 
 # Published parameter counts (torchvision model docs), in millions.
 PUBLISHED_PARAMS_M = {"resnet18": 11.69, "resnet34": 21.80, "resnet50": 25.56, "resnet101": 44.55,
                       "resnet152": 60.19, "resnext50_32x4d": 25.03, "resnext101_32x8d": 88.79,
-                      "wide_resnet50_2": 68.88, "wide_resnet101_2": 126.89}
+                      "resnext101_64x4d": 83.46, "wide_resnet50_2": 68.88, "wide_resnet101_2": 126.89}
 
 
 @pytest.mark.parametrize("name", TV_NAMES)
