@@ -11,6 +11,8 @@ from typing import Any, Callable
 
 from torch import nn
 
+from .errors import ResnetkitError
+
 
 @dataclass(frozen=True)
 class ModelEntry:
@@ -84,7 +86,7 @@ def _pretrained_path(name: str, pretrained: Any, kwargs: dict[str, Any]) -> str 
     return pretrained
 
 
-class UnknownModelError(ValueError, KeyError):
+class UnknownModelError(ResnetkitError, ValueError, KeyError):
     """Raised for a name that is not registered; the message lists close matches."""
 
     def __str__(self) -> str:  # KeyError would add quotes around the message
