@@ -146,7 +146,8 @@ LISTED = ["", "1", "2", "0", "3×3", "x", "-1", "BN", "ReLU", "BN, ReLU", "Ident
           "Zero-pad 1", "conv 3x3, 8", "3×3 conv, 8", "3*3 max pool", "8*8*3", "→", "+", "Block:",
           "Conv 1×1×4 → FC 3", "Conv 1×1×4 + FC", "[3×3, 8] ×2", "conv 1x1, 8, stride 2", "BN，ReLU",
           "1000-d fc", "average pool", "Conv 3×3×8 Bias", "Max pool 3×3 Dilation=2", "Avg pool 3×3 Dilation=2",
-          "[3×3, 8; 3×3, 8] ×0", "[3×3, 8] ×99999999", "[3×3, 8; 3×3 8]", "[]", "[3×3, 8] ×2, [1×1, 8]", "3×3, 8", "7×7, 64, stride 2",
+          "[3×3, 8; 3×3, 8] ×0", "[3×3, 8] ×99999999", "[3×3, 8; 3×3 8]", "[]", "[3×3, 8] ×2, [1×1, 8]", "3×3, 8",
+          "7×7, 64, stride 2",
           "3×3 max pool, stride 2", "average pool, 10-d fc, softmax", "softmax", "1×1", "0×0"]
 CELL = st.one_of(
     st.sampled_from(LISTED),

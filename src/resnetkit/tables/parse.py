@@ -9,6 +9,7 @@ paper's Table 1 form (:mod:`.paper`), recognised by its ``output size`` column.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import replace
 
@@ -99,10 +100,7 @@ def _declared(text: str, row: int) -> Shape | None:
 
 def _flattens_to(declared: Shape, shape: Shape) -> bool:
     """A vector size declared where a map arrives is fine when it is the map flattened (before an FC row)."""
-    n = 1
-    for v in shape:
-        n *= v
-    return len(declared) == 1 and declared[0] == n
+    return len(declared) == 1 and declared[0] == math.prod(shape)
 
 
 def _row(number: int, row: dict[str, str], shape: Shape | None, prev: RowSpec | None) -> RowSpec:
