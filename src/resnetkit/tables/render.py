@@ -191,11 +191,13 @@ def to_table(model: nn.Module, input_size: Sequence[int] | None = None) -> str:
     ``default_input_size``) and writes one row per conv, pool or FC layer, with
     the norms and activations that follow it in the After cell, and one row per
     residual unit (a resnetkit ``Block`` or any module with a ``downsample`` /
-    ``shortcut``): a unit with a single conv reads exactly like a table row
-    (so ``from_table(to_table(m))`` rebuilds a plain or table-built net with the
-    same shapes); a deeper unit lists its convs, each inner one with the norms and
-    activations after it, as ``Bottleneck: Conv 1×1×64 + BN, ReLU → ...`` with its
-    overall stride, which ``from_table`` does not build.
+    ``shortcut``): a unit with a single conv reads exactly like a table row; a
+    deeper unit lists its steps, each inner one with the norms and activations
+    after it, as ``Bottleneck: Conv 1×1×64 + BN, ReLU → ...`` with its overall
+    stride (GhostNet's ghost modules as ``Ghost concat C (A; B)``, squeeze-excite
+    as ``SE r``). A global pool the model runs as a function gets its row too.
+    ``from_table(to_table(m))`` rebuilds the model with the same shapes row by
+    row and the same parameter count (tested for every registered model).
     """
     if input_size is None:
         input_size = (1, *getattr(model, "default_input_size", (3, 224, 224)))
