@@ -104,36 +104,12 @@ def load_weights(model: nn.Module, path: str | os.PathLike | Mapping[str, torch.
 
     names, ignored, layout = _translate(state, model_keys, classifier)
     mapped = {new: state[old] for old, new in names.items()}
+    stem_msg = _stem_mismatch(label, model_label, mapped, model_state)
+    if stem_msg and strict:
+        raise WeightsError(stem_msg)
 
-    # A 7×7 checkpoint in a deep-stem model (or the reverse) is one fact, not a wall of mismatches.
-    ck_stem = _stem_kind({k: v.shape for k, v in mapped.items()})
-    model_stem = _stem_kind({k: v.shape for k, v in model_state.items()})
-    stem_msg = None
-    if ck_stem and model_stem and ck_stem != model_stem:
-        stem_msg = (f"{label} is a checkpoint for a ResNet with a {ck_stem}, but {model_label} has a {model_stem}; "
-                    f"build the model with deep_stem={ck_stem.startswith('deep')} to match the checkpoint")
-        if strict:
-            raise WeightsError(stem_msg)
-
-    # Modules that features_only removed (head, trunk after the last level) are not "unexpected".
-    pruned = tuple(n + "." for n in getattr(target, "pruned_names", ()))
-    skip = {k for k in mapped if k not in model_keys and pruned and k.startswith(pruned)}
-
-    # A classifier of another size (or a model without one) keeps its own initialisation.
-    kept_own: set[str] = set()
-    if classifier:
-        cls_keys = [k for k in (classifier + ".weight", classifier + ".bias") if k in mapped]
-        w_key = classifier + ".weight"
-        if w_key in mapped and w_key not in model_keys:
-            skip.update(cls_keys)
-        elif w_key in mapped and mapped[w_key].shape != model_state[w_key].shape:
-            skip.update(cls_keys)
-            kept_own = {k for k in model_keys if k in cls_keys}
-            theirs, ours = tuple(mapped[w_key].shape), tuple(model_state[w_key].shape)
-            what = (f"has {theirs[0]} outputs but {model_label}'s has {ours[0]}" if theirs[1:] == ours[1:]
-                    else f"is {theirs} but {model_label}'s is {ours}")
-            warnings.warn(f"{label}: its classifier '{classifier}' {what}; left out, the model keeps its own "
-                          "freshly initialised classifier", UserWarning, stacklevel=2)
+    skip = _pruned_keys(target, mapped, model_keys)
+    kept_own = _foreign_classifier(label, model_label, classifier, mapped, model_state, skip)
     ignored += [old for old, new in names.items() if new in skip]
     mapped = {k: v for k, v in mapped.items() if k not in skip}
 
@@ -151,14 +127,60 @@ def load_weights(model: nn.Module, path: str | os.PathLike | Mapping[str, torch.
                            strict=False)
     if stem_msg:
         warnings.warn(stem_msg, UserWarning, stacklevel=2)
-    if layout:
-        logger.info("%s -> %s: read as the %s layout", label, model_label, layout)
-    for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape-mismatched (left out)", mismatched)):
+    _log(label, model_label, result)
+    return result
+
+
+def _stem_mismatch(label: str, model_label: str, mapped: Mapping[str, torch.Tensor],
+                   model_state: Mapping[str, torch.Tensor]) -> str | None:
+    """A 7×7 checkpoint in a deep-stem model (or the reverse) is one fact, not a wall of mismatches."""
+    ck_stem = _stem_kind({k: v.shape for k, v in mapped.items()})
+    model_stem = _stem_kind({k: v.shape for k, v in model_state.items()})
+    if not (ck_stem and model_stem and ck_stem != model_stem):
+        return None
+    return (f"{label} is a checkpoint for a ResNet with a {ck_stem}, but {model_label} has a {model_stem}; "
+            f"build the model with deep_stem={ck_stem.startswith('deep')} to match the checkpoint")
+
+
+def _pruned_keys(target: nn.Module, mapped: Mapping[str, torch.Tensor], model_keys: set[str]) -> set[str]:
+    """Checkpoint keys of modules that features_only removed (head, trunk after the last level):
+    left out on purpose, not "unexpected"."""
+    pruned = tuple(n + "." for n in getattr(target, "pruned_names", ()))
+    return {k for k in mapped if k not in model_keys and pruned and k.startswith(pruned)}
+
+
+def _foreign_classifier(label: str, model_label: str, classifier: str | None, mapped: Mapping[str, torch.Tensor],
+                        model_state: Mapping[str, torch.Tensor], skip: set[str]) -> set[str]:
+    """Add a classifier of another size (or one the model lacks) to ``skip``, warning about the former;
+    returns the model's classifier keys that keep their own initialisation."""
+    w_key = f"{classifier}.weight"
+    if not classifier or w_key not in mapped:
+        return set()
+    cls_keys = [k for k in (w_key, f"{classifier}.bias") if k in mapped]
+    if w_key not in model_state:
+        skip.update(cls_keys)
+        return set()
+    if mapped[w_key].shape == model_state[w_key].shape:
+        return set()
+    skip.update(cls_keys)
+    theirs, ours = tuple(mapped[w_key].shape), tuple(model_state[w_key].shape)
+    what = (f"has {theirs[0]} outputs but {model_label}'s has {ours[0]}" if theirs[1:] == ours[1:]
+            else f"is {theirs} but {model_label}'s is {ours}")
+    warnings.warn(f"{label}: its classifier '{classifier}' {what}; left out, the model keeps its own "
+                  "freshly initialised classifier", UserWarning, stacklevel=3)
+    return {k for k in cls_keys if k in model_state}
+
+
+def _log(label: str, model_label: str, r: LoadResult) -> None:
+    if r.layout:
+        logger.info("%s -> %s: read as the %s layout", label, model_label, r.layout)
+    for what, keys in (("missing", r.missing_keys), ("unexpected", r.unexpected_keys),
+                       ("shape-mismatched (left out)", r.mismatched_keys)):
         if keys:
             logger.warning("%s -> %s: %d %s keys: %s", label, model_label, len(keys), what, _short(keys))
-    if ignored:
-        logger.info("%s -> %s: %d keys ignored on purpose: %s", label, model_label, len(ignored), _short(ignored))
-    return result
+    if r.ignored_keys:
+        logger.info("%s -> %s: %d keys ignored on purpose: %s", label, model_label, len(r.ignored_keys),
+                    _short(r.ignored_keys))
 
 
 def _strict_message(label: str, model_label: str, r: LoadResult, model_state: Mapping[str, torch.Tensor],
