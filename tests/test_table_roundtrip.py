@@ -144,6 +144,12 @@ def test_paper_table_1_computes_what_torchvision_computes(depth):
     torch.testing.assert_close(net(x), tv(x), atol=1e-5, rtol=1e-5)
 
 
+def test_paper_table_with_chinese_headers_and_x_notation():
+    table = _paper(18).replace("| layer name | output size | 18-layer |", "| 层名 | 输出大小 | 18层 |").replace("×", "x")
+    with torch.device("meta"):
+        assert count_params(rk.from_table(table)) == TORCHVISION_PARAMS[18]
+
+
 def test_paper_table_with_every_depth_needs_a_column():
     full = "\n".join([
         "| layer name | output size | 18-layer | 50-layer |",
