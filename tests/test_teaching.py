@@ -193,3 +193,12 @@ def test_predict_warns_about_a_bright_background_and_invert_fixes_it(tmp_path, c
     assert main([*run, "--invert", str(paint)]) == 0
     fixed = capsys.readouterr()
     assert fixed.err == "" and fixed.out.replace(str(paint), str(mnist)) == as_trained.out
+
+
+def test_explain_of_a_lone_block_says_why_its_shortcut_is_what_it_is():
+    projected = str(rk.explain(rk.BasicBlock(64, 128, 2), (1, 64, 56, 56))).splitlines()
+    assert projected[3] == ("BasicBlock: shortcut = projection `downsample` (Conv 1×1×128 Stride=2, BN): the size "
+                            "changes 56×56 → 28×28 and the channels change 64 → 128, so x must be mapped to "
+                            "128×28×28 before the addition")
+    same = str(rk.explain(rk.InvertedResidual(24, 24, 1, 6), (1, 24, 56, 56))).splitlines()
+    assert same[3] == "InvertedResidual: shortcut = identity: input and output are both 24×56×56, so x is added unchanged"

@@ -79,7 +79,7 @@ def _unit_line(c: Call) -> str | None:
         changes.append(f"the size changes {'×'.join(map(str, hw_in))} → {'×'.join(map(str, hw_out))}")
     if ci != co:
         changes.append(f"the channels change {ci} → {co}")
-    head = f"{c.name} ({type(c.module).__name__}): "
+    head = f"{c.name} ({type(c.module).__name__}): " if c.name else f"{type(c.module).__name__}: "
     if unit.kind == "none":
         why = " and ".join(changes) or "the unit is configured without one"
         return head + f"no shortcut: {why}, so the input could not be added to the output"
@@ -97,6 +97,8 @@ def explain_lines(tr: Trace, note: str | None = None) -> Explanation:
     """The explanation of one recorded forward pass (see :func:`explain`); ``note`` says what was assumed."""
     lines = Explanation([f"{type(tr.model).__name__}, input {'×'.join(map(str, tr.input_shape))}",
                          *([f"Note: {note}"] if note else []), HEADER, ""])
+    if (whole := _unit_line(tr.calls[0])) is not None:  # the model is itself one residual unit (a block)
+        lines.append(whole)
     for c in tr.calls[1:]:
         if c.repeat and not c.leaf:
             continue
