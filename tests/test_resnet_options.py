@@ -261,11 +261,15 @@ def test_nonlocal_plugin_starts_as_identity():
     assert torch.allclose(base(X), nl(X), atol=1e-5)
 
 
-def test_nonlocal_initialises_itself():
-    nl = rk.NonLocal(64)
-    for conv in (nl.g, nl.theta, nl.phi):  # N(0, 0.01), as mmcv's NonLocal2d; Kaiming fan_out would give ~0.18
-        assert 0.005 < conv.weight.std() < 0.02 and not conv.bias.any()
-    assert not nl.norm.weight.any()
+def test_nonlocal_initialises_itself_and_the_model_leaves_it_so():
+    torch.manual_seed(0)
+    m = rk.create_model("resnet50", plugins=[{"cfg": {"type": "NonLocal"}, "position": "after_conv3",
+                                              "stages": (False, False, True, False)}])
+    for nl in (rk.NonLocal(64), m.layer3[0].after_conv3_plugins[0]):
+        # N(0, 0.01) as mmcv's NonLocal2d; the ResNet's Kaiming fan_out init would give std ≈ 0.04-0.06 here
+        for conv in (nl.g, nl.theta, nl.phi, nl.conv_out):
+            assert 0.008 < conv.weight.std() < 0.012, conv
+        assert not nl.g.bias.any() and not nl.norm.weight.any() and not nl.norm.bias.any()
 
 
 def test_register_plugin_adds_a_type():
