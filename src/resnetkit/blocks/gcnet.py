@@ -34,7 +34,8 @@ class ContextBlock(nn.Module):
         if pooling_type not in ("att", "avg"):
             raise ValueError(f"ContextBlock pooling_type must be 'att' or 'avg', got {pooling_type!r}")
         if not fusion_types or any(f not in _FUSIONS for f in fusion_types):
-            raise ValueError(f"ContextBlock fusion_types must be a non-empty subset of {_FUSIONS}, got {fusion_types!r}")
+            raise ValueError(f"ContextBlock fusion_types must be a non-empty subset of {_FUSIONS}, "
+                             f"got {fusion_types!r}")
         planes = int(in_channels * ratio)
         if planes < 1:
             raise ValueError(f"ContextBlock ratio={ratio} leaves no channels of {in_channels}; raise the ratio")

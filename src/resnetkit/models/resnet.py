@@ -76,10 +76,8 @@ def stage_geometry(num_stages: int, strides: Sequence[int] | None = None, dilati
     return [(s, d, d // 2 if contract_dilation and d > 1 else d) for s, d in zip(strides, dilations)]
 
 
-def _dilation_flags(output_stride: int | None, stem_reduction: int, num_stages: int) -> list[bool] | None:
+def _dilation_flags(output_stride: int, stem_reduction: int, num_stages: int) -> list[bool]:
     """timm's ``output_stride``: the stages that would pass it trade their stride for dilation."""
-    if output_stride is None:
-        return None
     if output_stride not in (8, 16, 32):
         raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
     net, flags = stem_reduction, []
@@ -139,53 +137,57 @@ class ResNet(ResidualNet):
         super().__init__()
         if style not in ("pytorch", "caffe"):
             raise ValueError(f"style must be 'pytorch' or 'caffe', got {style!r}")
-        if len(layers) != len(widths):
-            raise ValueError(f"layers {tuple(layers)} and widths {tuple(widths)} need one entry per stage")
-        n = len(layers) if num_stages is None else num_stages
-        if not 1 <= n <= len(layers):
-            raise ValueError(f"num_stages must be 1..{len(layers)} for this model, got {num_stages}")
-        layers = tuple(layers)[:n]
-        widths = tuple(base_channels * 2 ** i for i in range(n)) if base_channels else tuple(widths)[:n]
-        plugins = check_plugins(plugins, num_stages=n)
-        dcn_stages = _dcn_stages(dcn, stage_with_dcn, n)
+        layers, widths = _stage_plan(layers, widths, num_stages, base_channels)
         self.norm_layer = norm_factory(norm_cfg, norm_layer)
         self.groups, self.base_width = groups, width_per_group
         self.style, self.avg_down = style, avg_down
         self.num_classes = num_classes
-        self.inplanes = stem_channels or widths[0]
-        self.c1_module = "relu"
+        self.inplanes, self.c1_module = stem_channels or widths[0], "relu"
 
         stem_names, c1_reduction, reduction = self._make_stem(in_chans, self.inplanes, deep_stem,
                                                               stem_width or (stem_channels or 64) // 2)
-        if output_stride is not None and replace_stride_with_dilation is not None:
-            raise ValueError("pass output_stride (timm's) or replace_stride_with_dilation (torchvision's), not both")
-        flags = _dilation_flags(output_stride, reduction, n) if output_stride else replace_stride_with_dilation
-        geometry = stage_geometry(n, strides, dilations, contract_dilation, flags)
         # C1 is the stem's output when the stem downsamples (CIFAR stems do not: their first level is layer1)
         info = [dict(num_chs=self.inplanes, reduction=c1_reduction, module=self.c1_module)] if c1_reduction > 1 else []
+        if output_stride is not None and replace_stride_with_dilation is not None:
+            raise ValueError("pass output_stride (timm's) or replace_stride_with_dilation (torchvision's), not both")
+        flags = replace_stride_with_dilation if output_stride is None else \
+            _dilation_flags(output_stride, reduction, len(layers))
+        geometry = stage_geometry(len(layers), strides, dilations, contract_dilation, flags)
+        stage_dcn = [dcn if on else None for on in _dcn_stages(dcn, stage_with_dcn, len(layers))]
+        info += self._make_stages(block, layers, widths, geometry, reduction, drop_path_rate,
+                                  check_plugins(plugins, num_stages=len(layers)), stage_dcn)
+        self._make_head(num_classes)
+
+        stages = [f"layer{i + 1}" for i in range(len(layers))]
+        self.trunk_names = stem_names + stages
+        self.stage_ends = [stem_names[-1]] + stages  # frozen_stages: 0 = stem, i = layer i
+        self.feature_info = FeatureInfo(info)
+        self._init_weights(zero_init_residual)
+        self._apply_backbone_options(frozen_stages, norm_eval, with_cp)
+
+    def _make_stages(self, block, layers, widths, geometry, reduction, drop_path_rate, plugins,
+                     stage_dcn) -> list[dict]:
+        """``layer1 …``: one stage per entry of ``layers``; returns their feature levels."""
+        info = []
         dpr = [drop_path_rate * i / max(sum(layers) - 1, 1) for i in range(sum(layers))]
         for i, (planes, num_blocks, (stride, dilation, first_dilation)) in enumerate(zip(widths, layers, geometry)):
             stage_plugins = [p for p in plugins if p["stages"][i]]
             layer = self._make_layer(block, planes, num_blocks, stride, dilation, first_dilation, dpr[:num_blocks],
-                                     stage_plugins, dcn if dcn_stages[i] else None)
+                                     stage_plugins, stage_dcn[i])
             dpr = dpr[num_blocks:]
             setattr(self, f"layer{i + 1}", layer)
             reduction *= stride
             info.append(dict(num_chs=planes * block.expansion, reduction=reduction, module=f"layer{i + 1}"))
+        return info
 
+    def _make_head(self, num_classes: int) -> None:
+        """Global average pool, flatten, fc (torchvision's names); ``num_classes=0``: pooled features."""
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.flatten = nn.Flatten(1)
         self.num_features = self.inplanes
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-        stages = [f"layer{i + 1}" for i in range(n)]
-        self.trunk_names = stem_names + stages
-        self.stage_ends = [stem_names[-1]] + stages  # frozen_stages: 0 = stem, i = layer i
         self.head_names = ["avgpool", "flatten", "fc"]
         self.classifier_name = "fc"
-        self.feature_info = FeatureInfo(info)
-        self._init_weights(zero_init_residual)
-        self._apply_backbone_options(frozen_stages, norm_eval, with_cp)
 
     def _stem_norm(self, chs: int) -> str:
         """Add the stem's norm as ``bn1`` (``gn1`` for GroupNorm: mmcv's name); returns the name."""
@@ -247,6 +249,18 @@ def _generic_modules(model: nn.Module):
         for child_name, child in m.named_children():
             yield from walk(child, child_name)
     return walk(model, "")
+
+
+def _stage_plan(layers: Sequence[int], widths: Sequence[int], num_stages: int | None,
+                base_channels: int | None) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Blocks and base width per stage after mmdet's ``num_stages`` and ``base_channels`` (stage i: base × 2^i)."""
+    if len(layers) != len(widths):
+        raise ValueError(f"layers {tuple(layers)} and widths {tuple(widths)} need one entry per stage")
+    n = len(layers) if num_stages is None else num_stages
+    if not 1 <= n <= len(layers):
+        raise ValueError(f"num_stages must be 1..{len(layers)} for this model, got {num_stages}")
+    widths = tuple(base_channels * 2 ** i for i in range(n)) if base_channels else tuple(widths)[:n]
+    return tuple(layers)[:n], widths
 
 
 def _dcn_stages(dcn: dict | None, stage_with_dcn: Sequence[bool] | None, n: int) -> tuple[bool, ...]:
