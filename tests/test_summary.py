@@ -96,6 +96,23 @@ def test_every_family_matches_fvcore(name, kwargs, side):
     assert macs > 0 and macs == fvcore_macs(model, size)
 
 
+def _torchvision_published(name):
+    """torchvision's published figures for its ImageNet weights (static metadata, nothing downloaded):
+    parameter count and '_ops', its GMACs at 224×224 (it calls them GFLOPS, rounded to 3 decimals)."""
+    weights = torchvision.models.get_model_weights(name).IMAGENET1K_V1
+    return weights.meta["num_params"], weights.meta["_ops"]
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
+                                  "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2",
+                                  "mobilenet_v2"])  # 6 s together
+def test_our_models_have_torchvisions_published_totals_at_224(name):
+    params, gmacs = _torchvision_published(name)
+    r = rk.summary(rk.create_model(name), (1, 3, 224, 224), depth=0)
+    assert r.total_params == params
+    assert r.total_macs / 1e9 == pytest.approx(gmacs, abs=5e-4)
+
+
 def test_grouped_convs_match_torch_flop_counter():
     """ResNeXt's grouped 3×3 convs cost in_channels/groups per output; a small input keeps it quick."""
     model = rk.create_model("resnext50_32x4d")
