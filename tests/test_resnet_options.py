@@ -568,3 +568,23 @@ def test_a_plugins_own_initialisation_survives_model_construction():
                                                             "position": "after_conv1"}])
     plugin = m.layer1[0].after_conv1_plugins[0]
     assert torch.all(plugin.conv_out.weight == 0.5) and torch.all(plugin.norm.weight == 0.7)
+
+
+def test_dcn_without_torchvision_is_a_clear_error_and_import_does_not_need_it(monkeypatch):
+    import subprocess
+    import sys
+    code = "import sys, resnetkit; print('torchvision' in sys.modules)"  # torchvision is a test extra only
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+    monkeypatch.setitem(sys.modules, "torchvision.ops", None)  # makes `from torchvision.ops import ...` fail
+    with pytest.raises(ImportError, match="pip install torchvision"):
+        rk.create_model("resnet50", num_stages=2, dcn=DCNV2, stage_with_dcn=(False, True))
+
+
+def test_summary_counts_a_dcn_as_its_conv_plus_the_offset_conv():
+    # the deformable 3×3 costs the plain 3×3's MACs; its offset conv (width -> 18, 3×3) comes on top:
+    # at 64 px, layer2/3/4 run at 8×8, 4×4, 2×2 with widths 128, 256, 512 and 4, 6, 3 blocks
+    plain = rk.summary(rk.create_model("resnet50"), (1, 3, 64, 64)).total_macs
+    dcn = rk.summary(rk.create_model("resnet50", dcn=dict(type="DCN"), stage_with_dcn=(False, True, True, True)),
+                     (1, 3, 64, 64)).total_macs
+    offsets = 18 * 9 * (4 * 8 * 8 * 128 + 6 * 4 * 4 * 256 + 3 * 2 * 2 * 512)
+    assert dcn == plain + offsets

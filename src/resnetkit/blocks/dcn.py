@@ -13,11 +13,32 @@ sigmoid(0) = 0.5, so it gives half of it.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
-from torchvision.ops import deform_conv2d
+from torch.utils.flop_counter import flop_registry, register_flop_formula
 
 _TYPES = {"DCN": False, "DCNv2": True}  # mmcv type -> modulated
+
+
+def _deform_conv2d():
+    """torchvision's op, imported on use: torchvision is needed by DCN models only."""
+    try:
+        from torchvision.ops import deform_conv2d
+    except ImportError as e:
+        raise ImportError("dcn=... runs torchvision.ops.deform_conv2d; install torchvision "
+                          "(pip install torchvision) to build DCN models") from e
+    op = torch.ops.torchvision.deform_conv2d
+    if op not in flop_registry:  # MAC counts (rk.summary, torch's FlopCounterMode) see the op too
+        register_flop_formula(op)(_deform_conv_flop)
+    return deform_conv2d
+
+
+def _deform_conv_flop(input_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
+    """A k×k conv's FLOPs (2 × MACs) per output element; the bilinear sampling is not counted (as DCN's papers)."""
+    _, cin_per_group, kh, kw = weight_shape
+    return 2 * math.prod(out_shape) * cin_per_group * kh * kw
 
 
 class DeformConv2d(nn.Module):
@@ -29,6 +50,7 @@ class DeformConv2d(nn.Module):
                  padding: int = 0, dilation: int = 1, groups: int = 1, deform_groups: int = 1,
                  modulated: bool = False, bias: bool = False) -> None:
         super().__init__()
+        _deform_conv2d()  # without torchvision, fail here at construction, not in the first forward
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"DeformConv2d: {in_channels}->{out_channels} channels do not split into {groups} groups")
         if in_channels % deform_groups:
@@ -55,8 +77,8 @@ class DeformConv2d(nn.Module):
         if self.modulated:  # mmcv: offsets are the first two thirds, the mask logits the last third
             dy_dx, logits = out.split([out.shape[1] * 2 // 3, out.shape[1] // 3], dim=1)
             out, mask = dy_dx, torch.sigmoid(logits)
-        return deform_conv2d(x, out, self.weight, self.bias, stride=self.stride, padding=self.padding,
-                             dilation=self.dilation, mask=mask)
+        return _deform_conv2d()(x, out, self.weight, self.bias, stride=self.stride, padding=self.padding,
+                                    dilation=self.dilation, mask=mask)
 
     def extra_repr(self) -> str:
         out, cin, k, _ = self.weight.shape

@@ -136,7 +136,8 @@ class _MacCounter(TorchDispatchMode):
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        formula = FLOP_FORMULAS.get(getattr(func, "_overloadpacket", None))
+        packet = getattr(func, "_overloadpacket", None)
+        formula = FLOP_FORMULAS.get(packet) or flop_registry.get(packet)  # the latter: ops registered later (DCN)
         if formula is not None:
             self.credit(formula(*args, **kwargs, out_val=out) // 2)
         return out
