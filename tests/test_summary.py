@@ -1,5 +1,6 @@
 """summary(): parameter and MAC totals against torchvision/timm models, fvcore and torch's flop counter."""
 import json
+import re
 
 import pytest
 import torch
@@ -11,7 +12,8 @@ import resnetkit as rk
 from golden_files import GOLDEN_DIR, assert_golden, check_facts
 from helpers import count_params
 
-import fvcore.nn as fvcore_nn  # a test dependency: the reference must run, never be skipped
+import fvcore.nn as fvcore_nn  # test dependencies: the references must run, never be skipped
+import torchinfo
 
 
 def torch_counter_macs(model, size):
@@ -258,6 +260,38 @@ def open_seed():
 def test_golden_summary_printouts():
     assert_golden("summary_resnet18_depth2.txt", str(rk.summary(rk.create_model("resnet18"), (1, 3, 224, 224), 2)))
     assert_golden("summary_seed_table.txt", str(rk.summary(rk.from_table(open_seed()), (1, 3, 112, 112), 3)))
+
+
+def _golden_rows(name):
+    """(layer name, params, MACs) of each row of a golden summary; None where it prints '--'."""
+    rows = re.findall(r"^ *(\S+) \(\w+\) +\[[^\]]*\] +([\d,]+|--) +([\d,]+|--)$",
+                      (GOLDEN_DIR / name).read_text(encoding="utf-8"), re.M)
+    return [(n, *(None if v == "--" else int(v.replace(",", "")) for v in (p, m))) for n, p, m in rows]
+
+
+@pytest.mark.parametrize("golden,build,size", [
+    ("summary_resnet18_depth2.txt", torchvision.models.resnet18, (1, 3, 224, 224)),  # torchvision's own model
+    ("summary_seed_table.txt", lambda: rk.from_table(open_seed()), (1, 3, 112, 112)),
+])
+def test_golden_summaries_agree_with_torchinfo(golden, build, size):
+    """torchinfo (another counter) on each row: its parameters, and its mult-adds of convs and linear
+    layers without the bias terms (it also counts norms and biases; we count neither)."""
+    model = build()
+    names = {id(m): n for n, m in model.named_modules()}
+    layers = torchinfo.summary(model, size, depth=10, verbose=0).summary_list
+    params = {names[id(layer.module)]: layer.num_params for layer in reversed(layers)}  # first call wins
+    leaf_macs = {names[id(layer.module)]: layer.macs - (layer.module.bias.numel() * size[0]
+                                                        if getattr(layer.module, "bias", None) is not None else 0)
+                 for layer in layers if isinstance(layer.module, (nn.Conv2d, nn.Linear))}
+    rows = _golden_rows(golden)
+    assert len(rows) > 5
+    for row, row_params, row_macs in rows:
+        if row not in params:  # our flatten module: torchvision's resnet18 calls torch.flatten
+            assert row_params is row_macs is None, row
+            continue
+        assert (row_params or 0) == params[row], row
+        expected = sum(v for n, v in leaf_macs.items() if n == row or n.startswith(row + "."))
+        assert (row_macs or 0) == expected, row
 
 
 @pytest.mark.parametrize("path", sorted(GOLDEN_DIR.glob("*.txt")), ids=lambda p: p.name)
