@@ -51,6 +51,7 @@ def per_axis(values: tuple[int, ...]) -> int | tuple[int, ...]:
 
 
 def axes_text(v: int | tuple[int, ...]) -> str:
+    """``per_axis``'s value as text: ``4``, or ``4×2`` where the axes differ."""
     return "×".join(map(str, v)) if isinstance(v, tuple) else str(v)
 
 
