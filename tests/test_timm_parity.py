@@ -45,7 +45,7 @@ def test_resnet50d_is_timm_resnet50d():
 
 
 @pytest.mark.parametrize("output_stride", [8, 16])
-@pytest.mark.parametrize("name", ["resnet18", "resnet34", "resnet50"])
+@pytest.mark.parametrize("name", ["resnet18", "resnet34", "resnet50", "resnet50d"])
 def test_dilated_resnets_equal_timm_output_stride(name, output_stride):
     torch.manual_seed(0)
     ref = timm.create_model(name, output_stride=output_stride)

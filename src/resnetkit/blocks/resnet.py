@@ -18,7 +18,7 @@ from .plugins import build_plugin
 
 
 def make_shortcut(inplanes: int, outplanes: int, stride: int = 1, avg_down: bool = False,
-                  norm_layer: NormLayer | None = None) -> nn.Sequential | None:
+                  norm_layer: NormLayer | None = None, same_pool: bool = False) -> nn.Sequential | None:
     """The projection shortcut a block needs, or ``None`` when identity fits.
 
     A shortcut must have the branch's output shape: when the stride or the
@@ -28,12 +28,15 @@ def make_shortcut(inplanes: int, outplanes: int, stride: int = 1, avg_down: bool
     its slot (``downsample.0``; conv ``.1``, norm ``.2``) at stride 1 too, as an
     ``nn.Identity`` (timm's module; mmdet's stride-1 ``AvgPool2d(1)`` is the same
     map), so timm's resnet50d and mmdet's ResNetV1d keys fit every stage.
+    ``same_pool``: timm's stride-1 pool in a dilated stage, a 2×2 average over the
+    input padded with one zero row and column at the far side (timm's AvgPool2dSame).
     """
     if stride == 1 and inplanes == outplanes:
         return None
     norm_layer = norm_layer or nn.BatchNorm2d
     if avg_down:
-        pool = nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False) if stride > 1 else nn.Identity()
+        pool = nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False) if stride > 1 else \
+            nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.AvgPool2d(2, 1)) if same_pool else nn.Identity()
         return nn.Sequential(pool, nn.Conv2d(inplanes, outplanes, 1, bias=False), norm_layer(outplanes))
     return nn.Sequential(nn.Conv2d(inplanes, outplanes, 1, stride=stride, bias=False), norm_layer(outplanes))
 

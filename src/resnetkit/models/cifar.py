@@ -51,9 +51,10 @@ class CifarResNet(ResNet):
         self.relu = nn.ReLU(inplace=True)
         return ["conv1", norm, "relu"], 1, 1
 
-    def _make_shortcut(self, inplanes: int, outplanes: int, stride: int) -> nn.Module | None:
+    def _make_shortcut(self, inplanes: int, outplanes: int, stride: int,
+                       same_pool: bool = False) -> nn.Module | None:
         if self._shortcut_kind == "B" or (stride == 1 and inplanes == outplanes):
-            return super()._make_shortcut(inplanes, outplanes, stride)
+            return super()._make_shortcut(inplanes, outplanes, stride, same_pool)
         return ZeroPadShortcut(inplanes, outplanes, stride)
 
 

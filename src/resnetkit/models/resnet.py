@@ -10,7 +10,7 @@ mmdet backbone option is a constructor argument.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -45,16 +45,24 @@ def _ints(name: str, values: Sequence[int], n: int) -> tuple[int, ...]:
     return values
 
 
+class Stage(NamedTuple):
+    stride: int
+    dilation: int
+    first_dilation: int    # the first block's (a dilated stage's first block may run at the previous one)
+    same_pool: bool = False  # timm's dilated ResNet-D: the shortcut's pool is a 2×2 'same' average at stride 1
+
+
 def stage_geometry(num_stages: int, strides: Sequence[int] | None = None, dilations: Sequence[int] | None = None,
                    contract_dilation: bool = False, replace_stride_with_dilation: Sequence[bool] | None = None,
-                   ) -> list[tuple[int, int, int]]:
-    """``(stride, dilation, first block's dilation)`` of each stage.
+                   ) -> list[Stage]:
+    """Stride and dilations of each stage.
 
     Two vocabularies: mmdet's per-stage ``strides``/``dilations`` (every block of
     a stage at its dilation; ``contract_dilation``, mmseg's option, halves it in
     the first block), or torchvision's ``replace_stride_with_dilation`` (a
     flagged stage trades its stride 2 for doubled dilation, and its first block
-    runs at the previous stage's dilation, as torchvision and timm do).
+    runs at the previous stage's dilation, as torchvision and timm do; timm's
+    ResNet-D shortcut then averages 2×2 at stride 1 where mmdet's pool is the identity).
     """
     if replace_stride_with_dilation is not None:
         if strides is not None or dilations is not None or contract_dilation:
@@ -64,16 +72,16 @@ def stage_geometry(num_stages: int, strides: Sequence[int] | None = None, dilati
         if len(flags) != num_stages - 1:
             raise ValueError(f"replace_stride_with_dilation needs {num_stages - 1} booleans (one per stage after "
                              f"the first), got {replace_stride_with_dilation}")
-        out, dilation = [(1, 1, 1)], 1
+        out, dilation = [Stage(1, 1, 1)], 1
         for flag in flags:
             previous = dilation
             if flag:  # keep resolution, grow the receptive field instead (DeepLab)
                 dilation *= 2
-            out.append((1 if flag else 2, dilation, previous))
+            out.append(Stage(1 if flag else 2, dilation, previous, same_pool=bool(flag)))
         return out
     strides = _ints("strides", strides if strides is not None else (1, 2, 2, 2)[:num_stages], num_stages)
     dilations = _ints("dilations", dilations if dilations is not None else (1,) * num_stages, num_stages)
-    return [(s, d, d // 2 if contract_dilation and d > 1 else d) for s, d in zip(strides, dilations)]
+    return [Stage(s, d, d // 2 if contract_dilation and d > 1 else d) for s, d in zip(strides, dilations)]
 
 
 def _dilation_flags(output_stride: int, stem_reduction: int, num_stages: int) -> list[bool]:
@@ -170,13 +178,12 @@ class ResNet(ResidualNet):
         """``layer1 …``: one stage per entry of ``layers``; returns their feature levels."""
         info = []
         dpr = [drop_path_rate * i / max(sum(layers) - 1, 1) for i in range(sum(layers))]
-        for i, (planes, num_blocks, (stride, dilation, first_dilation)) in enumerate(zip(widths, layers, geometry)):
+        for i, (planes, num_blocks, stage) in enumerate(zip(widths, layers, geometry)):
             stage_plugins = [p for p in plugins if p["stages"][i]]
-            layer = self._make_layer(block, planes, num_blocks, stride, dilation, first_dilation, dpr[:num_blocks],
-                                     stage_plugins, stage_dcn[i])
+            layer = self._make_layer(block, planes, num_blocks, stage, dpr[:num_blocks], stage_plugins, stage_dcn[i])
             dpr = dpr[num_blocks:]
             setattr(self, f"layer{i + 1}", layer)
-            reduction *= stride
+            reduction *= stage.stride
             info.append(dict(num_chs=planes * block.expansion, reduction=reduction, module=f"layer{i + 1}"))
         return info
 
@@ -208,17 +215,17 @@ class ResNet(ResidualNet):
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         return ["conv1", norm, "relu", "maxpool"], 2, 4
 
-    def _make_shortcut(self, inplanes: int, outplanes: int, stride: int) -> nn.Module | None:
-        return make_shortcut(inplanes, outplanes, stride, self.avg_down, self.norm_layer)
+    def _make_shortcut(self, inplanes: int, outplanes: int, stride: int,
+                       same_pool: bool = False) -> nn.Module | None:
+        return make_shortcut(inplanes, outplanes, stride, self.avg_down, self.norm_layer, same_pool)
 
-    def _make_layer(self, block, planes, blocks, stride, dilation, first_dilation, drop_paths, plugins,
-                    dcn) -> nn.Sequential:
-        downsample = self._make_shortcut(self.inplanes, planes * block.expansion, stride)
+    def _make_layer(self, block, planes, blocks, stage: Stage, drop_paths, plugins, dcn) -> nn.Sequential:
+        downsample = self._make_shortcut(self.inplanes, planes * block.expansion, stage.stride, stage.same_pool)
         common = dict(groups=self.groups, base_width=self.base_width, norm_layer=self.norm_layer,
-                      style=self.style, plugins=plugins, dilation=dilation)
+                      style=self.style, plugins=plugins, dilation=stage.dilation)
         if dcn is not None:  # BasicBlock refuses dcn; without one it is not passed at all
             common["dcn"] = dcn
-        layers = [block(self.inplanes, planes, stride, downsample, first_dilation=first_dilation,
+        layers = [block(self.inplanes, planes, stage.stride, downsample, first_dilation=stage.first_dilation,
                         drop_path=drop_paths[0], **common)]
         self.inplanes = planes * block.expansion
         for i in range(1, blocks):
