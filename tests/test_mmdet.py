@@ -198,6 +198,31 @@ def test_dcn_checkpoint_loads_strictly():
     rk.from_mmdet_config(cfg).load_state_dict(sd, strict=True)
 
 
+GCB = ("conv_mask.weight", "conv_mask.bias", "channel_add_conv.0.weight", "channel_add_conv.0.bias",
+       "channel_add_conv.1.weight", "channel_add_conv.1.bias", "channel_add_conv.3.weight", "channel_add_conv.3.bias")
+
+
+def test_gcnet_plugins_have_mmdets_module_names_both_ways():
+    # mmdet's Bottleneck.make_block_plugins: add_module(abbr + postfix); mmcv ContextBlock._abbr_ = 'context_block'
+    cfg = dict(R50, plugins=[
+        dict(cfg=dict(type="ContextBlock", ratio=1 / 4), stages=(False, True, True, True), position="after_conv3"),
+        dict(cfg=dict(type="ContextBlock", ratio=1 / 16, postfix=2), stages=(False, False, False, True),
+             position="after_conv3")])  # two at one position: run in order (mmdet's forward_plugin chains them)
+    b = rk.from_mmdet_config(cfg)
+    gcb = {f"layer{s}.{i}.context_block.{k}" for s, n in ((2, 4), (3, 6), (4, 3)) for i in range(n) for k in GCB}
+    gcb |= {f"layer4.{i}.context_block2.{k}" for i in range(3) for k in GCB}
+    sd = b.state_dict()
+    assert set(sd) == mmdet_keys() | gcb
+    assert sd["layer4.0.context_block2.channel_add_conv.0.weight"].shape == (128, 2048, 1, 1)  # int(2048 / 16)
+    sd = {k: torch.randn_like(v) if "context_block" in k else v for k, v in sd.items()}
+    again = rk.from_mmdet_config(cfg)
+    again.load_state_dict(sd, strict=True)
+    assert torch.equal(again.layer3[5].after_conv3_plugins[0].conv_mask.weight,
+                       sd["layer3.5.context_block.conv_mask.weight"])
+    assert torch.equal(again.layer4[2].after_conv3_plugins[1].channel_add_conv[3].bias,
+                       sd["layer4.2.context_block2.channel_add_conv.3.bias"])
+
+
 @pytest.mark.parametrize("checkpoint", ["torchvision://resnet50", "open-mmlab://resnet50_v1c"])
 def test_remote_checkpoints_are_refused_in_one_line(checkpoint):
     for cfg in (dict(R50, init_cfg=dict(type="Pretrained", checkpoint=checkpoint)), dict(R50, pretrained=checkpoint)):
@@ -217,7 +242,10 @@ def test_a_prefix_that_fits_nothing_is_an_error(tmp_path):
 
 @pytest.mark.parametrize("cfg,match", [
     (dict(R50, conv_cfg=dict(type="ConvWS")), "conv_cfg"),
-    (dict(R50, plugins=[dict(cfg=dict(type="ContextBlock", ratio=1 / 16), position="after_conv3")]), "plugins"),
+    (dict(R50, plugins=[dict(cfg=dict(type="NonLocal2d"), position="after_conv2")]), "ConvModules"),
+    (dict(R50, plugins=[dict(cfg=dict(type="ContextBlock", ratio=1 / 4), position="after_conv3")] * 2), "postfix"),
+    (dict(type="ResNet", depth=18, plugins=[dict(cfg=dict(type="ContextBlock", ratio=1 / 4),
+                                                 position="after_conv2")]), "Bottleneck depth"),
     (dict(R50, deep_sten=True), r"\['deep_sten'\]"),
     (dict(R50, groups=32), r"\['groups'\]"),  # ResNet, not ResNeXt
     (dict(R50, depth=42), "depth must be one of"),

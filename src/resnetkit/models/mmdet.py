@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from functools import partial
 from typing import Any, Sequence
 
 import torch
@@ -38,7 +39,7 @@ _SAME = {"in_channels": "in_chans", "stem_channels": "stem_channels", "base_chan
          "deep_stem": "deep_stem", "avg_down": "avg_down", "frozen_stages": "frozen_stages", "norm_cfg": "norm_cfg",
          "norm_eval": "norm_eval", "dcn": "dcn", "stage_with_dcn": "stage_with_dcn", "with_cp": "with_cp",
          "zero_init_residual": "zero_init_residual", "contract_dilation": "contract_dilation"}
-_HANDLED = {"type", "depth", "out_indices", "conv_cfg", "init_cfg", "pretrained", "groups", "base_width"}
+_HANDLED = {"type", "depth", "out_indices", "conv_cfg", "init_cfg", "pretrained", "groups", "base_width", "plugins"}
 
 
 class MMDetResNet(ResNet):
@@ -47,8 +48,10 @@ class MMDetResNet(ResNet):
     Build it with :func:`from_mmdet_config`; ``out_indices`` are stage numbers (0 = C2).
     """
 
-    def __init__(self, block, layers, out_indices: Sequence[int] = (0, 1, 2, 3), **kwargs: Any) -> None:
+    def __init__(self, block, layers, out_indices: Sequence[int] = (0, 1, 2, 3),
+                 plugin_names: Sequence[str] = (), **kwargs: Any) -> None:
         super().__init__(block, layers, num_classes=0, **kwargs)
+        self._name_plugins_as_mmdet(kwargs.get("plugins") or [], plugin_names)
         num_stages = len(self.stage_ends) - 1
         out = sorted(set(out_indices))
         if not out or out[0] < 0 or out[-1] >= num_stages:
@@ -62,6 +65,21 @@ class MMDetResNet(ResNet):
         self.all_levels = levels
         self.feature_info = FeatureInfo(levels[i + 1] for i in out)
         self.features_only = True
+
+    def _name_plugins_as_mmdet(self, plugins: Sequence[dict], names: Sequence[str]) -> None:
+        """mmdet adds a block's plugins as attributes named by type (``context_block``); resnetkit's
+        blocks hold them in ``after_convN_plugins``. The state dict speaks mmdet's names, both ways."""
+        num_stages = len(self.stage_ends) - 1
+        for i in range(num_stages):
+            renames, count = {}, {}
+            for p, name in zip(plugins, names):
+                if p.get("stages") is None or p["stages"][i]:
+                    j = count[p["position"]] = count.get(p["position"], -1) + 1
+                    renames[f"{p['position']}_plugins.{j}."] = f"{name}."
+            for blk in getattr(self, f"layer{i + 1}") if renames else ():
+                blk.register_state_dict_post_hook(partial(_rename_keys, renames=renames))
+                blk.register_load_state_dict_pre_hook(
+                    partial(_rename_keys, renames={v: k for k, v in renames.items()}))
 
     def _make_stem(self, in_chans: int, out_chs: int, deep_stem: bool,
                    stem_width: int) -> tuple[list[str], int, int]:
@@ -100,6 +118,37 @@ class MMDetResNet(ResNet):
             log.info("%s: keys not in the backbone, ignored: %s", checkpoint, result.unexpected_keys)
 
 
+# mmcv's plugin names (each class's `_abbr_`); the plugin types whose parameters are mmcv's too
+_PLUGIN_ABBR = {"ContextBlock": "context_block"}
+
+
+def _mmdet_plugins(plugins: Sequence[dict]) -> tuple[list[dict], list[str]]:
+    """mmdet's plugin specs for resnetkit's blocks, and the module name mmdet gives each (abbr + postfix)."""
+    specs, names = [], []
+    for p in plugins:
+        cfg = dict(p["cfg"])
+        kind = cfg.get("type")
+        if kind not in _PLUGIN_ABBR:
+            raise ValueError(f"plugin {kind!r} in from_mmdet_config is not supported: only {sorted(_PLUGIN_ABBR)} "
+                             "have mmcv's parameter names here (mmcv's NonLocal2d keeps its convs in ConvModules, "
+                             "resnetkit's NonLocal does not); use create_model(..., plugins=...) for the others")
+        name = _PLUGIN_ABBR[kind] + str(cfg.pop("postfix", ""))
+        if name in names:
+            raise ValueError(f"two plugins would both be named {name!r} (as in mmdet); give each a 'postfix'")
+        specs.append(dict(p, cfg=cfg))
+        names.append(name)
+    return specs, names
+
+
+def _rename_keys(module: nn.Module, state_dict: dict, prefix: str, *args: Any, renames: dict[str, str]) -> None:
+    """Rename ``prefix + old…`` keys to ``prefix + new…`` in place (a state-dict save or load hook)."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        local = key[len(prefix):]
+        old = next((o for o in renames if local.startswith(o)), None)
+        if old is not None:
+            state_dict[prefix + renames[old] + local[len(old):]] = state_dict.pop(key)
+
+
 def _config_kwargs(cfg: dict) -> tuple[tuple[type, tuple[int, ...]], dict]:
     """Check an mmdet config dict and translate it into MMDetResNet's arguments."""
     kind = str(cfg.get("type", "ResNet")).removeprefix("mmdet.")
@@ -114,16 +163,16 @@ def _config_kwargs(cfg: dict) -> tuple[tuple[type, tuple[int, ...]], dict]:
                          f"supported: {sorted(set(_SAME) | _HANDLED)}")
     if cfg.get("conv_cfg") is not None:
         raise ValueError(f"conv_cfg={cfg['conv_cfg']!r} is not supported; only plain convs (conv_cfg=None)")
-    if cfg.get("plugins"):
-        raise ValueError("plugins in from_mmdet_config are not supported: mmdet names plugin modules "
-                         "(e.g. 'context_block') where resnetkit's blocks keep 'after_conv3_plugins.N'; use "
-                         "create_model(..., plugins=...) with resnetkit's names")
     depth = cfg.get("depth")
     if depth not in DEPTHS:
         raise ValueError(f"depth must be one of {sorted(DEPTHS)}, got {depth!r}")
     block, layers = DEPTHS[depth]
     kwargs = dict(_TYPES[kind], norm_eval=True, zero_init_residual=True)  # mmdet's defaults
     kwargs.update({ours: cfg[theirs] for theirs, ours in _SAME.items() if theirs in cfg})
+    if cfg.get("plugins"):
+        if block is BasicBlock:
+            raise ValueError("plugins need a Bottleneck depth (50, 101, 152): mmdet's BasicBlock has none")
+        kwargs["plugins"], kwargs["plugin_names"] = _mmdet_plugins(cfg["plugins"])
     kwargs["out_indices"] = cfg.get("out_indices", (0, 1, 2, 3))
     if block is BasicBlock and any(d != 1 for d in cfg.get("dilations", ())):
         raise ValueError("dilations on ResNet-18/34 are not supported here: mmdet's BasicBlock dilates conv1 only, "
@@ -142,7 +191,7 @@ def from_mmdet_config(cfg: dict) -> MMDetResNet:
     """Build mmdet's ``ResNet``/``ResNetV1d``/``ResNeXt`` backbone from its config dict.
 
     Every mmdet option is honoured or refused with the reason (``conv_cfg``,
-    ``plugins``, dilated ResNet-18/34). ``init_cfg=dict(type='Pretrained',
+    plugins other than ``ContextBlock``, dilated ResNet-18/34). ``init_cfg=dict(type='Pretrained',
     checkpoint=PATH, prefix=...)`` (or the older ``pretrained=PATH``) loads a local
     file; a ``torchvision://``/``open-mmlab://`` address is refused, since nothing is downloaded.
     """
