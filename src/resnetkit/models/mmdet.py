@@ -77,9 +77,12 @@ class MMDetResNet(ResNet):
                     j = count[p["position"]] = count.get(p["position"], -1) + 1
                     renames[f"{p['position']}_plugins.{j}."] = f"{name}."
             for blk in getattr(self, f"layer{i + 1}") if renames else ():
-                blk.register_state_dict_post_hook(partial(_rename_keys, renames=renames))
-                blk.register_load_state_dict_pre_hook(
-                    partial(_rename_keys, renames={v: k for k, v in renames.items()}))
+                # public names from torch 2.5; 2.4 has them as private methods with the same hook signature
+                on_save = getattr(blk, "register_state_dict_post_hook", blk._register_state_dict_hook)
+                on_load = getattr(blk, "register_load_state_dict_pre_hook", None) or \
+                    partial(blk._register_load_state_dict_pre_hook, with_module=True)
+                on_save(partial(_rename_keys, renames=renames))
+                on_load(partial(_rename_keys, renames={v: k for k, v in renames.items()}))
 
     def _make_stem(self, in_chans: int, out_chs: int, deep_stem: bool,
                    stem_width: int) -> tuple[list[str], int, int]:
