@@ -396,12 +396,28 @@ def test_norm_cfg_syncbn_is_a_real_syncbatchnorm_equal_to_bn_on_one_process():
     sync = rk.create_model("resnet18", norm_cfg=dict(type="SyncBN"), num_classes=4).train()
     bn = rk.create_model("resnet18", num_classes=4).train()
     syncs = [n for n in sync.modules() if isinstance(n, nn.modules.batchnorm._BatchNorm)]
-    assert all(type(n) is nn.SyncBatchNorm for n in syncs) and len(syncs) == len(_bns(bn)) == 20
+    assert all(isinstance(n, nn.SyncBatchNorm) for n in syncs) and len(syncs) == len(_bns(bn)) == 20
     bn.load_state_dict(sync.state_dict())
     torch.testing.assert_close(sync(X), bn(X))  # training mode: batch statistics
     torch.testing.assert_close(sync.layer4[1].bn2.running_var, bn.layer4[1].bn2.running_var)
     normed = rk.create_model("resnet18", norm_cfg=dict(type="SyncBN"), norm_eval=True).train()
     assert not any(n.training for n in normed.modules() if isinstance(n, nn.SyncBatchNorm))
+
+
+def test_syncbn_in_a_one_process_group_is_batchnorm_on_cpu(tmp_path):
+    # torch's SyncBatchNorm refuses CPU tensors once a process group exists (a one-process torchrun)
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        with pytest.raises(ValueError, match="GPU"):
+            nn.SyncBatchNorm(3).train()(torch.randn(2, 3, 4, 4))
+        torch.manual_seed(0)
+        sync = rk.create_model("resnet18", norm_cfg=dict(type="SyncBN"), num_classes=4).train()
+        bn = rk.create_model("resnet18", num_classes=4).train()
+        bn.load_state_dict(sync.state_dict())
+        torch.testing.assert_close(sync(X), bn(X))
+    finally:
+        dist.destroy_process_group()
 
 
 @pytest.mark.parametrize("kwargs,match", [

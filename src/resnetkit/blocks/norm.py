@@ -14,15 +14,38 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import torch
+from torch import distributed as dist
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 NormLayer = Callable[[int], nn.Module]
+
+
+class SyncBatchNorm(nn.SyncBatchNorm):
+    """``nn.SyncBatchNorm`` that is plain BatchNorm wherever there is nothing to synchronise.
+
+    torch's layer refuses CPU tensors as soon as a process group exists, even a
+    one-process ``torchrun``; with a single process the statistics are the
+    batch's own, so this computes BatchNorm there. Several CPU processes cannot
+    be synchronised by torch: that is a clear error naming the fix.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        group = self.process_group or (dist.group.WORLD if dist.is_available() and dist.is_initialized() else None)
+        if not self.training or group is None or dist.get_world_size(group) == 1:
+            return _BatchNorm.forward(self, x)
+        if x.device.type == "cpu":
+            raise ValueError("SyncBN synchronises statistics across processes on GPUs only (torch's "
+                             "SyncBatchNorm); on CPU train with norm_cfg=dict(type='BN')")
+        return super().forward(x)
+
 
 # mmcv's types -> (class, abbreviation). SyncBatchNorm synchronises statistics across the
 # processes of a DistributedDataParallel run; on a single process it computes what BatchNorm does.
 _NORMS: dict[str, tuple[type[nn.Module], str]] = {
     "BN": (nn.BatchNorm2d, "bn"), "BN2d": (nn.BatchNorm2d, "bn"),
-    "SyncBN": (nn.SyncBatchNorm, "bn"), "GN": (nn.GroupNorm, "gn"),
+    "SyncBN": (SyncBatchNorm, "bn"), "GN": (nn.GroupNorm, "gn"),
 }
 
 
