@@ -604,3 +604,12 @@ def test_summary_counts_a_dcn_as_its_conv_plus_the_offset_conv():
                      (1, 3, 64, 64)).total_macs
     offsets = 18 * 9 * (4 * 8 * 8 * 128 + 6 * 4 * 4 * 256 + 3 * 2 * 2 * 512)
     assert dcn == plain + offsets
+
+
+def test_a_dcn_model_traces_with_torch_fx():
+    # the inference engine fuses activations of an fx-traced model; torchvision's Python wrapper branches on shapes
+    torch.manual_seed(0)
+    m = rk.create_model("resnet50", num_stages=2, dcn=DCNV2, stage_with_dcn=(False, True), num_classes=3).eval()
+    with torch.no_grad():
+        m.layer2[0].conv2.conv_offset.weight.normal_(0, 0.01)
+        torch.testing.assert_close(torch.fx.symbolic_trace(m)(X), m(X), rtol=0, atol=1e-6)

@@ -13,6 +13,7 @@ sigmoid(0) = 0.5, so it gives half of it.
 """
 from __future__ import annotations
 
+import importlib
 import math
 
 import torch
@@ -23,16 +24,21 @@ _TYPES = {"DCN": False, "DCNv2": True}  # mmcv type -> modulated
 
 
 def _deform_conv2d():
-    """torchvision's op, imported on use: torchvision is needed by DCN models only."""
+    """torchvision's op, imported on use: torchvision is needed by DCN models only.
+
+    The raw op, not ``torchvision.ops.deform_conv2d``: that wrapper branches on
+    tensor shapes, which torch.fx cannot trace (the inference engine fuses a
+    traced model's activations).
+    """
     try:
-        from torchvision.ops import deform_conv2d
+        importlib.import_module("torchvision.ops")  # registers torch.ops.torchvision
     except ImportError as e:
         raise ImportError("dcn=... runs torchvision.ops.deform_conv2d; install torchvision "
                           "(pip install torchvision) to build DCN models") from e
     op = torch.ops.torchvision.deform_conv2d
     if op not in flop_registry:  # MAC counts (rk.summary, torch's FlopCounterMode) see the op too
         register_flop_formula(op)(_deform_conv_flop)
-    return deform_conv2d
+    return op
 
 
 def _deform_conv_flop(input_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
@@ -55,12 +61,12 @@ class DeformConv2d(nn.Module):
             raise ValueError(f"DeformConv2d: {in_channels}->{out_channels} channels do not split into {groups} groups")
         if in_channels % deform_groups:
             raise ValueError(f"DeformConv2d: deform_groups={deform_groups} must divide in_channels={in_channels}")
-        self.stride, self.padding, self.dilation = stride, padding, dilation
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
         self.modulated, self.deform_groups = modulated, deform_groups
+        self.taps = deform_groups * kernel_size * kernel_size
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
-        taps = deform_groups * kernel_size * kernel_size
-        self.conv_offset = nn.Conv2d(in_channels, (3 if modulated else 2) * taps, kernel_size, stride,
+        self.conv_offset = nn.Conv2d(in_channels, (3 if modulated else 2) * self.taps, kernel_size, stride,
                                      padding, dilation, bias=True)
         self.reset_parameters()
 
@@ -73,19 +79,21 @@ class DeformConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv_offset(x)
-        mask = None
         if self.modulated:  # mmcv: offsets are the first two thirds, the mask logits the last third
-            dy_dx, logits = out.split([out.shape[1] * 2 // 3, out.shape[1] // 3], dim=1)
-            out, mask = dy_dx, torch.sigmoid(logits)
-        return _deform_conv2d()(x, out, self.weight, self.bias, stride=self.stride, padding=self.padding,
-                                    dilation=self.dilation, mask=mask)
+            offset, logits = out.split([2 * self.taps, self.taps], dim=1)
+            mask = torch.sigmoid(logits)
+        else:
+            offset, mask = out, x.new_zeros(x.shape[0], 1)  # the op ignores it (use_mask=False)
+        bias = self.bias if self.bias is not None else self.weight.new_zeros(self.weight.shape[0])
+        return _deform_conv2d()(x, self.weight, offset, mask, bias, self.stride, self.stride, self.padding,
+                                self.padding, self.dilation, self.dilation, self.groups, self.deform_groups,
+                                self.modulated)
 
     def extra_repr(self) -> str:
-        out, cin, k, _ = self.weight.shape
-        groups = self.conv_offset.in_channels // cin
+        out, _, k, _ = self.weight.shape
         return (f"{self.conv_offset.in_channels}, {out}, kernel_size={k}, stride={self.stride}, padding="
-                f"{self.padding}, dilation={self.dilation}, groups={groups}, deform_groups={self.deform_groups}, "
-                f"modulated={self.modulated}")
+                f"{self.padding}, dilation={self.dilation}, groups={self.groups}, "
+                f"deform_groups={self.deform_groups}, modulated={self.modulated}")
 
 
 def check_dcn(dcn: dict | None) -> dict | None:
