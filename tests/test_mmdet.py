@@ -259,3 +259,17 @@ def test_a_prefix_that_fits_nothing_is_an_error(tmp_path):
 def test_unsupported_or_wrong_options_are_refused(cfg, match):
     with pytest.raises(ValueError, match=match):
         rk.from_mmdet_config(cfg)
+
+
+@pytest.mark.parametrize("cfg,error,match", [
+    (dict(R50, out_indices=3), ValueError, "out_indices 3 must be a tuple"),
+    (dict(R50, strides=2), ValueError, "strides needs 4 positive integers"),
+    (dict(R50, num_stages="3"), ValueError, "num_stages must be 1..4 .* '3'"),
+    (dict(type="ResNeXt", depth=50, groups=32, base_width="4"), ValueError, "positive integers"),
+    (dict(R50, norm_cfg="BN"), TypeError, "norm_cfg must be a dict"),
+    (dict(R50, norm_cfg=dict(type="GN", num_groups=0)), ValueError, "num_groups, a positive integer"),
+    (dict(R50, dcn=dict(type="DCN"), stage_with_dcn=3), ValueError, "stage_with_dcn with 4 booleans"),
+])
+def test_wrongly_typed_values_are_clear_errors(cfg, error, match):
+    with pytest.raises(error, match=match):
+        rk.from_mmdet_config(cfg)

@@ -73,6 +73,8 @@ def test_dilated_bottleneck_nets_equal_torchvision(name, flags):
 def test_output_stride_errors_are_clear():
     with pytest.raises(ValueError, match="output_stride must be 8, 16 or 32"):
         rk.create_model("resnet18", output_stride=4)
-    with pytest.raises(ValueError, match="not both"):
+    with pytest.raises(ValueError, match="one vocabulary"):
         rk.create_model("resnet18", output_stride=8, replace_stride_with_dilation=(False, True, True))
+    with pytest.raises(ValueError, match="output_stride .* cannot be combined .* strides/dilations"):
+        rk.create_model("resnet18", output_stride=8, dilations=(1, 1, 2, 4))
 

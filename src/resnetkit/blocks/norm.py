@@ -82,13 +82,16 @@ def norm_factory(norm_cfg: dict | None = None, norm_layer: NormLayer | None = No
         raise ValueError("pass either norm_cfg (mmcv's dict) or norm_layer (a callable), not both")
     if norm_layer is not None:
         return norm_layer
+    if norm_cfg is not None and not isinstance(norm_cfg, dict):
+        raise TypeError(f"norm_cfg must be a dict like dict(type='BN', requires_grad=True), got {norm_cfg!r}")
     cfg = dict(norm_cfg or {"type": "BN"})
     kind = cfg.pop("type", None)
     if kind not in _NORMS:
         raise ValueError(f"norm_cfg type {kind!r} is not supported; use one of {sorted(_NORMS)} "
                          "(e.g. dict(type='GN', num_groups=32))")
-    if kind == "GN" and "num_groups" not in cfg:
-        raise ValueError("norm_cfg type 'GN' needs num_groups, e.g. dict(type='GN', num_groups=32)")
+    if kind == "GN" and not (isinstance(cfg.get("num_groups"), int) and cfg["num_groups"] >= 1):
+        raise ValueError(f"norm_cfg type 'GN' needs num_groups, a positive integer such as 32; got "
+                         f"{cfg.get('num_groups')!r}")
     cls, abbr = _NORMS[kind]
     requires_grad = cfg.pop("requires_grad", True)
     factory = NormFactory(cls, abbr, requires_grad, **cfg)

@@ -53,9 +53,9 @@ class MMDetResNet(ResNet):
         super().__init__(block, layers, num_classes=0, **kwargs)
         self._name_plugins_as_mmdet(kwargs.get("plugins") or [], plugin_names)
         num_stages = len(self.stage_ends) - 1
-        out = sorted(set(out_indices))
-        if not out or out[0] < 0 or out[-1] >= num_stages:
-            raise ValueError(f"out_indices {tuple(out_indices)} must be stage numbers 0..{num_stages - 1} "
+        out = sorted(set(out_indices)) if isinstance(out_indices, (list, tuple)) else []
+        if not out or not all(isinstance(i, int) for i in out) or out[0] < 0 or out[-1] >= num_stages:
+            raise ValueError(f"out_indices {out_indices!r} must be a tuple of stage numbers 0..{num_stages - 1} "
                              "(mmdet's numbering: 0 = C2, the first stage)")
         for name in self.head_names:
             delattr(self, name)
@@ -183,6 +183,9 @@ def _config_kwargs(cfg: dict) -> tuple[tuple[type, tuple[int, ...]], dict]:
     if kind == "ResNeXt":
         groups, base_width = cfg.get("groups", 1), cfg.get("base_width", 4)
         base = cfg.get("base_channels", 64)
+        if not all(isinstance(v, int) and v >= 1 for v in (groups, base_width, base)):
+            raise ValueError(f"ResNeXt groups, base_width and base_channels must be positive integers, got "
+                             f"{groups!r}, {base_width!r}, {base!r}")
         if groups > 1 and (base_width * 64) % base:
             raise ValueError(f"ResNeXt base_width={base_width} with base_channels={base} is not supported")
         # mmdet ResNeXt: width = planes when groups == 1, else floor(planes * base_width / base_channels) * groups

@@ -39,7 +39,7 @@ def _deep_stem(in_chans: int, stem_width: int, out_chs: int, stride: int = 2,
 
 
 def _ints(name: str, values: Sequence[int], n: int) -> tuple[int, ...]:
-    values = tuple(values)
+    values = tuple(values) if isinstance(values, (list, tuple)) else (values,)
     if len(values) != n or not all(isinstance(v, int) and v >= 1 for v in values):
         raise ValueError(f"{name} needs {n} positive integers (one per stage), got {values}")
     return values
@@ -156,8 +156,10 @@ class ResNet(ResidualNet):
                                                               stem_width or (stem_channels or 64) // 2)
         # C1 is the stem's output when the stem downsamples (CIFAR stems do not: their first level is layer1)
         info = [dict(num_chs=self.inplanes, reduction=c1_reduction, module=self.c1_module)] if c1_reduction > 1 else []
-        if output_stride is not None and replace_stride_with_dilation is not None:
-            raise ValueError("pass output_stride (timm's) or replace_stride_with_dilation (torchvision's), not both")
+        if output_stride is not None and (replace_stride_with_dilation is not None or strides is not None or
+                                          dilations is not None):
+            raise ValueError("output_stride (timm's) cannot be combined with replace_stride_with_dilation "
+                             "(torchvision's) or strides/dilations (mmdet's); use one vocabulary")
         flags = replace_stride_with_dilation if output_stride is None else \
             _dilation_flags(output_stride, reduction, len(layers))
         geometry = stage_geometry(len(layers), strides, dilations, contract_dilation, flags)
@@ -264,8 +266,8 @@ def _stage_plan(layers: Sequence[int], widths: Sequence[int], num_stages: int | 
     if len(layers) != len(widths):
         raise ValueError(f"layers {tuple(layers)} and widths {tuple(widths)} need one entry per stage")
     n = len(layers) if num_stages is None else num_stages
-    if not 1 <= n <= len(layers):
-        raise ValueError(f"num_stages must be 1..{len(layers)} for this model, got {num_stages}")
+    if not isinstance(n, int) or not 1 <= n <= len(layers):
+        raise ValueError(f"num_stages must be 1..{len(layers)} for this model, got {num_stages!r}")
     widths = tuple(base_channels * 2 ** i for i in range(n)) if base_channels else tuple(widths)[:n]
     return tuple(layers)[:n], widths
 
@@ -277,7 +279,7 @@ def _dcn_stages(dcn: dict | None, stage_with_dcn: Sequence[bool] | None, n: int)
             raise ValueError("stage_with_dcn selects stages for dcn, but no dcn was given; add "
                              "dcn=dict(type='DCNv2', deform_groups=1)")
         return (False,) * n
-    if stage_with_dcn is None or len(tuple(stage_with_dcn)) != n:
+    if not isinstance(stage_with_dcn, (list, tuple)) or len(stage_with_dcn) != n:
         raise ValueError(f"dcn needs stage_with_dcn with {n} booleans saying which stages get it, "
                          f"e.g. {(False,) + (True,) * (n - 1)}; got {stage_with_dcn}")
     return tuple(bool(s) for s in stage_with_dcn)
