@@ -68,11 +68,9 @@ def ort_profile(onnx_model: bytes, x, iters: int) -> tuple[dict[str, float], int
 
 
 def ov_profile(ov_model, dtype: str, x, iters: int) -> tuple[dict[str, float], int]:
-    import openvino as ov
+    from resnetkit.deploy.engines.openvino_engine import compile_config, compile_on_cpu
 
-    from resnetkit.deploy.engines.openvino_engine import compile_config
-
-    compiled = ov.Core().compile_model(ov_model, "CPU", {**compile_config(dtype), "PERF_COUNT": True})
+    compiled = compile_on_cpu(ov_model, {**compile_config(dtype), "PERF_COUNT": True})
     req = compiled.create_infer_request()
     for _ in range(3):
         req.infer(x.numpy())

@@ -623,3 +623,27 @@ def test_openvino_int8_gives_telemetry_no_consent(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "consent False" in out.stdout, out.stdout
     assert not any(tmp_path.rglob("openvino_telemetry")), "a consent file was written"
+
+
+SIGNAL_STACK_SCRIPT = """
+import gc, signal, subprocess, sys, torch
+import resnetkit as rk
+signal.signal(signal.SIGCHLD, lambda *args: None)   # as torch's DataLoader does when it starts workers
+model = rk.create_model("resnet18").eval()
+build = lambda: rk.optimize_for_inference(model, "fp32", backend="openvino", input_size=(1, 3, 32, 32))
+first, second = build(), build()
+del first; gc.collect()          # not in reverse order of building, as garbage collection goes
+del second; gc.collect()
+subprocess.run([sys.executable, "-c", "pass"], check=True)   # its exit raises SIGCHLD here
+print("alive")
+"""
+
+
+def test_openvino_models_freed_in_any_order_leave_signals_safe():
+    """OpenVINO's compile_model gives the thread an alternate signal stack and, when that model is freed,
+    puts back the one it found. Freed first-built-first, the thread pointed at freed memory and the
+    next SIGCHLD with a Python handler killed the process (SIGSEGV; it took a pytest-xdist worker down)."""
+    pytest.importorskip("openvino")
+    proc = subprocess.run([sys.executable, "-c", SIGNAL_STACK_SCRIPT], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0 and proc.stdout.strip() == "alive", (proc.returncode, proc.stderr[-2000:])

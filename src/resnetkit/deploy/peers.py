@@ -159,7 +159,7 @@ def openvino_peer(model: nn.Module, dtype: str, x: torch.Tensor,
     """
     import openvino as ov
 
-    from .engines.openvino_engine import compile_config, nncf_quantize, precision_name
+    from .engines.openvino_engine import compile_config, compile_on_cpu, nncf_quantize, precision_name
 
     refuse_openvino_telemetry()
     with warnings.catch_warnings():
@@ -167,7 +167,7 @@ def openvino_peer(model: nn.Module, dtype: str, x: torch.Tensor,
         ov_model = ov.convert_model(copy.deepcopy(model).eval(), example_input=x)
     if dtype == "int8":
         ov_model = nncf_quantize(ov_model, calibration)
-    compiled = ov.Core().compile_model(ov_model, "CPU", compile_config(dtype))
+    compiled = compile_on_cpu(ov_model, compile_config(dtype))
     request = compiled.create_infer_request()
     return (lambda inp: request.infer(inp.numpy(), share_inputs=True)), precision_name(compiled)
 

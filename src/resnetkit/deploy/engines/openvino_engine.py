@@ -20,8 +20,10 @@ resnetkit never writes a consent file and never runs ``opt_in_out`` (its
 from __future__ import annotations
 
 import copy
+import ctypes
 import importlib.util
 import os
+import sys
 import warnings
 from typing import Any
 
@@ -54,6 +56,56 @@ def refuse_openvino_telemetry() -> bool:
     return True
 
 
+class _SignalStack(ctypes.Structure):  # stack_t of sigaltstack(2)
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+_SIGNAL_STACKS: list[ctypes.Array] = []  # ours, alive for the process: the kernel points at them
+_SS_DISABLE = 2
+
+
+def keep_signal_stack_usable(min_bytes: int = 1 << 16) -> bool:
+    """Give this thread an alternate signal stack of ours if OpenVINO left it one of its own.
+
+    OpenVINO's ``compile_model`` gives the calling thread an 11,568-byte
+    alternate signal stack and, when that compiled model is freed, puts back
+    the one it found. Models freed in any order but the reverse of building
+    (as garbage collection frees them) leave the thread pointing at freed
+    memory; Python runs its C signal handler there (``SA_ONSTACK``), so once a
+    Python SIGCHLD handler exists (torch's DataLoader installs one with
+    workers), the next child process to exit killed the whole process with
+    SIGSEGV. A 256 KiB stack of ours, never freed, replaces OpenVINO's right
+    after each compile, so whatever OpenVINO puts back later is either "none"
+    or ours. Linux only; returns True when it replaced one.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        current = _SignalStack()
+        if libc.sigaltstack(None, ctypes.byref(current)) != 0:
+            return False
+        if current.ss_flags & _SS_DISABLE or current.ss_size >= min_bytes:
+            return False
+        buffer = ctypes.create_string_buffer(1 << 18)
+        ours = _SignalStack(ctypes.addressof(buffer), 0, ctypes.sizeof(buffer))
+        if libc.sigaltstack(ctypes.byref(ours), None) != 0:
+            return False
+    except (OSError, AttributeError):
+        return False
+    _SIGNAL_STACKS.append(buffer)
+    return True
+
+
+def compile_on_cpu(ov_model: Any, config: dict) -> Any:
+    """``ov.Core().compile_model(ov_model, "CPU", config)``, leaving this thread a usable signal stack."""
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(ov_model, "CPU", config)
+    keep_signal_stack_usable()
+    return compiled
+
+
 def precision_name(compiled: Any) -> str:
     """The precision a compiled model really runs in, as OpenVINO names it ("f32", "bf16")."""
     precision = compiled.get_property("INFERENCE_PRECISION_HINT")
@@ -69,11 +121,9 @@ def compile_config(dtype: str) -> dict[str, Any]:
 
 class OpenVinoRunner(Runner):
     def __init__(self, ov_model: Any, dtype: str) -> None:
-        import openvino as ov
-
         self.ov_model, self.dtype = ov_model, dtype
         self.config = compile_config(dtype)
-        self.compiled = ov.Core().compile_model(ov_model, "CPU", self.config)
+        self.compiled = compile_on_cpu(ov_model, self.config)
         self.request = self.compiled.create_infer_request()
         self.outputs = list(self.compiled.outputs)
         self.dynamic_batch = ov_model.inputs[0].get_partial_shape()[0].is_dynamic
