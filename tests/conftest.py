@@ -13,3 +13,28 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# CPU features a test needs: name -> (engine, precision, the support levels that count as having it).
+# ``@pytest.mark.requires_cpu("bf16")`` skips the test where this CPU lacks it, the reason naming the
+# missing features; the refusal on such CPUs is tested on every machine (test_cpu.py, under ONEDNN_MAX_CPU_ISA).
+CPU_FEATURES = {"bf16": ("torch", "bf16", ("native", "emulated (slow)")),
+                "native-bf16": ("torch", "bf16", ("native",)),
+                "vnni": ("torch", "int8", ("native",))}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "requires_cpu(feature): needs a CPU feature (conftest.CPU_FEATURES); "
+                            "skipped with the missing feature named where this CPU lacks it")
+
+
+def pytest_runtest_setup(item):
+    for mark in item.iter_markers("requires_cpu"):
+        from resnetkit.deploy.cpu import cpu
+        from resnetkit.deploy.engines import ENGINES
+
+        engine, dtype, levels = CPU_FEATURES[mark.args[0]]
+        support = ENGINES[engine].support(dtype)
+        if support.level not in levels:
+            pytest.skip(f"needs a CPU with {support.needs} ({engine} {dtype} is {support.level} on this "
+                        f"{cpu().level} CPU)")

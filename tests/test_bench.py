@@ -9,6 +9,8 @@ import torch
 
 import resnetkit as rk
 from resnetkit.cli import main
+from resnetkit.deploy.engines import ENGINES
+from resnetkit.deploy.engines.base import NOT_OFFERED
 
 TINY = ["--input", "1x3x32x32", "--iters", "2", "--warmup", "1", "--auto-budget", "1"]
 
@@ -67,7 +69,7 @@ def test_bench_backends_all_lists_every_contender(capsys):
         assert "failed" not in rows[label] and "not installed" not in rows[label], rows[label]
     assert "chose " in rows["resnetkit auto fp32"]
     cpu = next(line for line in out.splitlines() if line.startswith("CPU:"))
-    assert "flags:" in cpu and ("avx512" in cpu or "none of" in cpu)
+    assert "flags:" in cpu and ("avx2" in cpu or "none of" in cpu)
     assert "best peer" in out
 
 
@@ -77,8 +79,18 @@ def test_bench_bf16_lists_ort_as_not_offered(capsys):
     assert "not offered" in rows["ONNX Runtime own bf16"]
     assert "not offered" in rows["resnetkit onnxruntime bf16"]
     assert "torch.compile freezing bf16" not in rows  # --no-compile-peer
-    for label in ("OpenVINO own bf16", "resnetkit torch bf16", "resnetkit openvino bf16", "resnetkit auto bf16"):
-        assert "of bf16" in rows[label], rows[label]
+    torch_bf16 = ENGINES["torch"].support("bf16")
+    if torch_bf16.level == NOT_OFFERED:  # AVX2: refused before building, with what it needs
+        assert "not on this CPU" in rows["resnetkit torch bf16"] and torch_bf16.needs in rows["resnetkit torch bf16"]
+    else:
+        assert "of bf16" in rows["resnetkit torch bf16"], rows["resnetkit torch bf16"]
+    native = [e for e in ENGINES if ENGINES[e].available("bf16") and ENGINES[e].support("bf16").native]
+    # auto: bf16 where an engine runs it natively, else the fastest fp32 (and it says which it chose)
+    assert f"of {'bf16' if native else 'fp32'}" in rows["resnetkit auto bf16"], rows["resnetkit auto bf16"]
+    for label in ("OpenVINO own bf16", "resnetkit openvino bf16"):
+        assert re.search(r"\d\.\d\dx", rows[label]), rows[label]
+        if not ENGINES["openvino"].support("bf16").native:
+            assert "runs f32" in rows[label], rows[label]
 
 
 def test_bench_backends_list_only_those_engines(capsys):

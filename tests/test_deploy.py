@@ -121,6 +121,7 @@ def test_fold_refuses_batch_statistics_bn():
         fold_batchnorm(net, example_input=torch.randn(2, 3, 8, 8))
 
 
+@pytest.mark.requires_cpu("bf16")  # refused at build elsewhere: test_cpu.py
 @pytest.mark.parametrize("name", FAMILIES)
 def test_optimize_bf16_close_to_fp32(name):
     m = _model(name)
@@ -143,7 +144,7 @@ def test_optimize_features_only(name):
         torch.testing.assert_close(o, r, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, pytest.param(torch.bfloat16, marks=pytest.mark.requires_cpu("bf16"))])
 def test_optimized_convs_are_prepacked_with_fused_activations(dtype):
     import copy
 

@@ -33,7 +33,7 @@ from torch import nn
 import resnetkit as rk
 from resnetkit.deploy.autoselect import TOLERANCE
 from resnetkit.deploy.engines import DTYPES, ENGINES, register_engine, unregister_engine
-from resnetkit.deploy.engines.base import Engine, EngineError, MissingEngineError, Runner
+from resnetkit.deploy.engines.base import AS_FP32, NOT_OFFERED, Engine, EngineError, MissingEngineError, Runner
 from resnetkit.deploy.engines.torch_engine import TorchEngine
 
 BACKENDS = ("torch", "onnxruntime", "openvino")
@@ -49,14 +49,6 @@ def _as_list(out):
 
 def _rel(out: torch.Tensor, ref: torch.Tensor) -> float:
     return ((out - ref).norm() / ref.norm()).item()
-
-
-def _cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 # ============================================================== 1. every engine × family × precision
@@ -77,11 +69,17 @@ def _family_case(name: str, features_only: bool):
 def test_engine_matches_eager_model(name, backend, dtype, features_only):
     m, x, ref = _family_case(name, features_only)
     kwargs = dict(dtype=dtype, backend=backend, input_size=(1, *x.shape[1:]))  # built for batch 1
+    support = ENGINES[backend].support(dtype)  # what this CPU runs: every test below follows it
     if dtype not in ENGINES[backend].dtypes:  # ONNX Runtime has no bf16 CPU kernels
         with pytest.raises(EngineError) as err:
             rk.optimize_for_inference(m, **kwargs)
         msg = str(err.value)
         assert f"{backend!r}" in msg and dtype in msg and ", ".join(ENGINES[backend].dtypes) in msg
+        return
+    if support.level == NOT_OFFERED:  # this CPU has no such kernels (torch bf16 on AVX2): refused at build
+        with pytest.raises(EngineError, match=f"{backend} {dtype} does not run on this CPU.*needs "
+                           f"{support.needs}.*Native on this CPU: fp32 on "):
+            rk.optimize_for_inference(m, **kwargs)
         return
     fast = rk.optimize_for_inference(m, **kwargs)
     assert (fast.backend, fast.dtype) == (backend, dtype)
@@ -100,8 +98,10 @@ def test_engine_matches_eager_model(name, backend, dtype, features_only):
         else:
             assert _rel(o, r) <= 5e-2
         errors.append(_rel(o, r))
-    if dtype == "bf16" and (backend == "torch" or _cpu_has_bf16()):
+    if dtype == "bf16" and support.level != AS_FP32:
         assert max(errors) > 1e-5, "bf16 was asked for but the outputs are float32-exact: not computed in bf16"
+    if support.level == AS_FP32:  # OpenVINO without bf16 kernels: says it ran f32, and did
+        assert "f32" in fast.describe()["compute"] and max(errors) < 1e-4
 
 
 # ============================================================== a small ResNet trained on real MNIST digits
@@ -302,7 +302,11 @@ def _check_rows(run) -> None:
     assert [(c.backend, c.dtype) for c in report] == [(e, d) for e in engines for d in DTYPES]
     rows = _rows(report)
     for (backend, dtype), c in rows.items():
-        if backend in BACKENDS and dtype in ENGINES[backend].dtypes:
+        support = ENGINES[backend].support(dtype) if backend in BACKENDS else None
+        if support is not None and dtype in ENGINES[backend].dtypes and not support.native:
+            # e.g. torch bf16/int8 on AVX2: listed with what it needs, never built nor timed
+            assert c.status == "not on this CPU" and support.needs in c.note and c.build_s is None, c
+        elif backend in BACKENDS and dtype in ENGINES[backend].dtypes:
             expected = {"chosen", "ok"} if dtype == "fp32" else {"chosen", "ok", "inaccurate"}
             assert c.status in expected, (backend, dtype, c.status, c.note)
             assert c.build_s is not None and c.build_s > 0

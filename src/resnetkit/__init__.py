@@ -15,7 +15,7 @@ from .inspect import explain, summary
 from .inspect.draw import draw
 from .tables import TableError, from_table, to_table
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = ["create_model", "list_models", "register_model", "register_plugin", "UnknownModelError",
            "FeatureInfo", "optimize_for_inference", "quantize_int8", "export_onnx", "export", "load_inference",

@@ -135,7 +135,7 @@ def load_inference(path: str | os.PathLike, backend: str | None = None) -> Infer
 
 
 def _version() -> str:
-    from .. import __version__
+    from .._version import __version__
 
     return __version__
 

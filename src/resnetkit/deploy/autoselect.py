@@ -34,7 +34,7 @@ class Candidate:
     backend: str
     dtype: str
     variant: str = ""                 # "compiled" for torch.compile
-    status: str = "pending"           # chosen / ok / inaccurate / failed / not installed / not offered / skipped
+    status: str = "pending"           # chosen / ok / inaccurate / failed / not installed / not offered / not on this CPU / skipped
     latency_ms: float | None = None   # median per call at the built batch size
     deviation: float | None = None    # relative error against the fp32 eager model
     agreement: float | None = None    # top-1 agreement with the fp32 model on the calibration data
@@ -66,12 +66,12 @@ class Report(list):
         return cls(Candidate(**row) for row in rows)
 
     def __str__(self) -> str:
-        lines = [f"{'candidate':24}{'status':>14}{'latency ms':>12}{'deviation':>11}{'top-1 agree':>13}  note"]
+        lines = [f"{'candidate':24}{'status':>16}{'latency ms':>12}{'deviation':>11}{'top-1 agree':>13}  note"]
         for c in self:
             lat = f"{c.latency_ms:.2f}" if c.latency_ms is not None else "-"
             dev = f"{c.deviation:.2e}" if c.deviation is not None else "-"
             agr = f"{100 * c.agreement:.2f}%" if c.agreement is not None else "-"
-            lines.append(f"{c.label:24}{c.status:>14}{lat:>12}{dev:>11}{agr:>13}  {c.note}")
+            lines.append(f"{c.label:24}{c.status:>16}{lat:>12}{dev:>11}{agr:>13}  {c.note}")
         return "\n".join(lines)
 
 

@@ -9,8 +9,7 @@ whichever contender runs next; a short idle pause before each block lets them
 settle. Rotation still spreads machine noise (other
 processes, frequency changes) over all of them, so the ratios hold when
 absolute numbers drift. Achieved GFLOP/s are set against a ceiling measured
-on the spot: a channels_last 3×3 convolution for fp32/bf16 and
-``torch._int_mm`` for int8.
+on the spot (:mod:`.ceilings`: a kernel that really exists on this CPU).
 
 Contenders (:func:`contenders`): the reference model's eager fp32 run (the
 1.00× baseline), each engine configured as its own documentation says
@@ -28,6 +27,8 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from .ceilings import measure_ceiling  # noqa: F401  (bench's public helper; lives with the other ceilings)
+from .engines.base import NOT_OFFERED
 from .peers import PEER_LABELS, Contender
 
 Runner = Callable[[torch.Tensor], Any]
@@ -39,32 +40,6 @@ def count_macs(model: nn.Module, input_size: Sequence[int]) -> int:
     from ..inspect import summary
 
     return summary(model, (1, *input_size[1:]), depth=0).total_macs
-
-
-@torch.no_grad()
-def measure_ceiling(kind: str, seconds: float = 0.5) -> float:
-    """Peak GFLOP/s (GOP/s for int8) of this machine for ``kind`` in fp32/bf16/int8, quickly.
-
-    fp32/bf16: a 3×3 conv, 256→256 channels, 28×28, batch 8, channels_last
-    (oneDNN's best case); int8: ``torch._int_mm`` on 1024² matrices. Best of
-    a few repetitions within about ``seconds``.
-    """
-    if kind == "int8":
-        a = torch.randint(-128, 127, (1024, 1024), dtype=torch.int8)
-        b = torch.randint(-128, 127, (1024, 1024), dtype=torch.int8)
-        fn, flops = (lambda: torch._int_mm(a, b)), 2 * 1024 ** 3
-    else:
-        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[kind]
-        conv = nn.Conv2d(256, 256, 3, padding=1, bias=False).eval().to(dtype, memory_format=torch.channels_last)
-        x = torch.randn(8, 256, 28, 28, dtype=dtype).contiguous(memory_format=torch.channels_last)
-        fn, flops = (lambda: conv(x)), 2 * 8 * 256 * 256 * 9 * 28 * 28
-    fn()
-    best, start = float("inf"), time.perf_counter()
-    while time.perf_counter() - start < seconds or best == float("inf"):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return flops / best / 1e9
 
 
 # ------------------------------------------------------------------- timing
@@ -217,6 +192,12 @@ def resnetkit_contender(model: nn.Module, backend: str | list[str], dtype: str, 
         if not engine.available(dtype):
             row.status, row.note = "not installed", f"needs {', '.join(engine.missing(dtype))}"
             return row
+        support = engine.support(dtype)
+        if support.level == NOT_OFFERED:
+            row.status, row.note = "not on this CPU", f"needs {support.needs}"
+            return row
+        if not support.native:
+            row.note = f"{support.level} here: needs {support.needs}"
     t = time.perf_counter()
     try:
         with warnings.catch_warnings():  # auto warns about each candidate it cannot build: the note says it
@@ -228,8 +209,10 @@ def resnetkit_contender(model: nn.Module, backend: str | list[str], dtype: str, 
         row.status, row.note = "failed", f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:100]}"
         return row
     row.runner, row.build_s = fast, time.perf_counter() - t
+    if fast.dtype == "bf16" and "f32" in str(fast.describe().get("compute", "")):  # OpenVINO's silent fallback
+        row.note = "OpenVINO runs f32 for bf16 here"
     if auto:
-        row.note = f"chose {fast.backend} {fast.dtype}"
+        row.note, row.dtype = f"chose {fast.backend} {fast.dtype}", fast.dtype
         row.engine = f"auto: {fast.backend}"
     return row
 

@@ -105,6 +105,9 @@ def _screen(c: Candidate, calib: list[torch.Tensor] | None) -> bool:
         c.status, c.note = "not offered", f"{c.backend} has no {c.dtype} CPU kernels"
     elif not engine.available(c.dtype):
         c.status, c.note = "not installed", f"needs {', '.join(engine.missing(c.dtype))}"
+    elif not (support := engine.support(c.dtype)).native:  # never spend build or timing budget on it
+        c.status = "not on this CPU"
+        c.note = f"{support.level}: needs {support.needs}" if support.needs else support.note
     elif c.dtype == "int8" and calib is None:
         c.status, c.note = "skipped", "int8 needs calibration data"
     return c.status == "pending"
@@ -180,9 +183,17 @@ def optimize_for_inference(model: nn.Module, dtype: torch.dtype | str = "fp32",
         ref_top1 = (torch.cat([model(b).argmax(1) for b in agree_on])
                     if agree_on and classifier and dtype == "auto" else None)
         candidates = _candidates(backend, dtype, compile)
-        for c in candidates:
-            if not _screen(c, calib):
-                continue
+        buildable = [c for c in candidates if _screen(c, calib)]
+        if not buildable and any(c.status == "not on this CPU" for c in candidates):
+            # bf16 (or int8) has no kernels on this CPU: the fastest fp32 form is the best auto can give
+            warnings.warn(f"optimize_for_inference: no engine runs {dtype} natively on this CPU; choosing among "
+                          "fp32 candidates (`resnetkit doctor` shows what runs here)", stacklevel=2)
+            fallback = _candidates(backend, "fp32", compile)
+            for c in fallback:
+                c.note = f"instead of {dtype}"
+            candidates += fallback
+            buildable = [c for c in fallback if _screen(c, calib)]
+        for c in buildable:
             try:
                 _build(c, model, size, calib, options, outputs, workdir)
                 c.deviation = relative_error(ref_check, c.runner(check))

@@ -41,7 +41,7 @@ from .engines.openvino_engine import refuse_openvino_telemetry
 Runner = Callable[[torch.Tensor], Any]
 
 # Shown in every bench header: what decides which precision is fast on this CPU.
-ISA_FLAGS = ("avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile")
+ISA_FLAGS = ("avx2", "avx_vnni", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile")
 PEERS = ("torch.compile", "onnxruntime", "openvino")  # the engine each own-config peer belongs to
 PEER_LABELS = {"torch.compile": "torch.compile freezing", "onnxruntime": "ONNX Runtime own",
                "openvino": "OpenVINO own"}
@@ -63,30 +63,22 @@ class Contender:
 
 # ------------------------------------------------------------------ machine
 def cpu_info() -> tuple[str, list[str]]:
-    """(CPU model name, the ISA flags of :data:`ISA_FLAGS` it has), from /proc/cpuinfo."""
-    import platform
+    """(CPU model name, the flags of :data:`ISA_FLAGS` usable here), from :mod:`.cpu`."""
+    from .cpu import cpu
 
-    name, flags = platform.processor() or "unknown CPU", []
-    try:
-        with open("/proc/cpuinfo") as f:
-            text = f.read()
-    except OSError:
-        return name, flags
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name" and name in ("", "unknown CPU", platform.processor()):
-            name = value.strip()
-        elif key.strip() == "flags" and not flags:
-            have = set(value.split())
-            flags = [f for f in ISA_FLAGS if f in have]
-    return name, flags
+    here = cpu()
+    return here.model, [f for f in ISA_FLAGS if here.has(f)]
 
 
 def cpu_line() -> str:
-    """'CPU: <model>; flags: avx512f avx512_bf16 ... (no amx_bf16, ...)' for headers."""
+    """'CPU: <model>; 2 cores; AMX; flags: avx2 avx512f ... (no ...)' for headers."""
+    from .cpu import cpu
+
     name, flags = cpu_info()
     missing = [f for f in ISA_FLAGS if f not in flags]
-    return (f"CPU: {name}; {os.cpu_count()} cores; flags: {' '.join(flags) or 'none of ' + ', '.join(ISA_FLAGS)}"
+    capped = f" (capped by ONEDNN_MAX_CPU_ISA={cpu().cap})" if cpu().cap else ""
+    return (f"CPU: {name}; {cpu().cores} cores; {cpu().level}{capped}; flags: "
+            f"{' '.join(flags) or 'none of ' + ', '.join(ISA_FLAGS)}"
             + (f" (no {', '.join(missing)})" if missing and flags else ""))
 
 

@@ -13,6 +13,7 @@ import contextlib
 import importlib.util
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
@@ -23,6 +24,31 @@ from ...errors import ResnetkitError
 from ..fold import flat_outputs  # noqa: F401  (engines and auto share it)
 
 DTYPES = ("fp32", "bf16", "int8")
+
+# How an engine runs a precision on this CPU (``Engine.support``): ``auto`` builds only NATIVE cells,
+# an explicit request builds EMULATED and AS_FP32 ones with a warning and refuses NOT_OFFERED ones.
+NATIVE, EMULATED, AS_FP32, NOT_OFFERED = "native", "emulated (slow)", "runs fp32", "not offered"
+
+
+@dataclass(frozen=True)
+class Support:
+    """One (engine, precision) cell on this CPU: ``level`` (one of the four above), the ``kernels`` that run it,
+    the CPU features it ``needs`` to be native, and a ``note`` saying why."""
+
+    level: str
+    kernels: str = ""
+    needs: str = ""
+    note: str = ""
+
+    @property
+    def native(self) -> bool:
+        return self.level == NATIVE
+
+    def cell(self) -> str:
+        """What ``resnetkit doctor`` prints for it: 'native (AMX-BF16)', 'not offered (needs AVX512-BF16 ...)'."""
+        if self.level == NATIVE:
+            return f"native ({self.kernels})" if self.kernels else "native"
+        return f"{self.level}, needs {self.needs}" if self.needs else f"{self.level} ({self.note})"
 
 
 class MissingEngineError(ResnetkitError, ImportError):
@@ -96,10 +122,28 @@ class Engine:
             raise MissingEngineError(f"{what} needs {', '.join(missing)}, not installed: "
                                      f"pip install 'resnetkit[{self.extra}]'")
 
-    def check_dtype(self, dtype: str) -> None:
+    def support(self, dtype: str) -> Support:
+        """How this engine runs ``dtype`` on this CPU (:mod:`..cpu`); engines with CPU-dependent kernels override."""
+        if dtype not in self.dtypes:
+            return Support(NOT_OFFERED, note=f"no {dtype} CPU kernels")
+        return Support(NATIVE)
+
+    def check_dtype(self, dtype: str) -> Support:
+        """Refuse, at build time, a precision this engine cannot run on this CPU (naming what runs instead);
+        warn about one it runs only slowly or in fp32. Returns the cell."""
+        from ..cpu import cpu
+
         if dtype not in self.dtypes:
             raise EngineError(f"backend {self.name!r} does not compute in {dtype}; it offers "
-                              f"{', '.join(self.dtypes)} (other backends: see resnetkit.deploy.engines.ENGINES)")
+                              f"{', '.join(self.dtypes)}. {runs_here(exclude=(self.name, dtype))}")
+        s = self.support(dtype)
+        if s.level == NOT_OFFERED:
+            raise EngineError(f"{self.name} {dtype} does not run on this CPU ({cpu().model}, {cpu().level}): "
+                              f"{s.note}; it needs {s.needs}. {runs_here(exclude=(self.name, dtype))}")
+        if s.level != NATIVE:
+            warnings.warn(f"{self.name} {dtype} on this CPU ({cpu().level}): {s.note}; to be native it needs "
+                          f"{s.needs}. {runs_here(exclude=(self.name, dtype))}", stacklevel=3)
+        return s
 
     def build(self, request: BuildRequest) -> Runner:
         raise NotImplementedError
@@ -109,6 +153,20 @@ class Engine:
 
     def version(self) -> str:
         return "?"
+
+
+def runs_here(exclude: tuple[str, str] | None = None) -> str:
+    """'Native here: fp32 on torch, onnxruntime, openvino; int8 on ...' over the installed engines
+    (``resnetkit doctor`` shows the whole table)."""
+    from . import ENGINES
+
+    by_dtype: dict[str, list[str]] = {}
+    for d in DTYPES:
+        for e in ENGINES.values():
+            if (e.name, d) != exclude and e.available(d) and e.support(d).native:
+                by_dtype.setdefault(d, []).append(e.name)
+    cells = "; ".join(f"{d} on {', '.join(names)}" for d, names in by_dtype.items())
+    return f"Native on this CPU: {cells or 'nothing installed'} (`resnetkit doctor` shows the table)."
 
 
 def as_numpy_batches(batches: Sequence[torch.Tensor]) -> list:

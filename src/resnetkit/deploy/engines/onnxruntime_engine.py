@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 
-from .base import BuildRequest, Engine, Runner, as_numpy_batches, build_folder, thread_count
+from ..cpu import INT8_FLAGS, cpu, names
+from .base import NATIVE, BuildRequest, Engine, Runner, Support, as_numpy_batches, build_folder, thread_count
 
 
 class OrtRunner(Runner):
@@ -83,6 +84,16 @@ class OnnxRuntimeEngine(Engine):
         import onnxruntime as ort
 
         return ort.__version__
+
+    def support(self, dtype: str) -> Support:
+        """int8 runs on MLAS's u8×s8 kernels: VNNI where the CPU has it, else AVX2's VPMADDUBSW
+        (MLAS reads the CPU itself: ONEDNN_MAX_CPU_ISA does not cap it)."""
+        if dtype == "int8":
+            here = cpu()
+            flag = next((f for f in INT8_FLAGS if here.has(f, uncapped=True)), None)
+            if flag or here.has("avx2", uncapped=True):
+                return Support(NATIVE, kernels=f"MLAS {names(flag) if flag else 'AVX2'}")
+        return super().support(dtype)
 
     def build(self, request: BuildRequest) -> OrtRunner:
         from ..onnx import export_onnx

@@ -29,7 +29,9 @@ from typing import Any
 
 import torch
 
-from .base import BuildRequest, Engine, EngineError, Runner, as_numpy_batches, thread_count
+from ..cpu import BF16_FLAGS, cpu, names, openvino_capabilities
+from .base import (AS_FP32, EMULATED, NATIVE, BuildRequest, Engine, EngineError, Runner, Support, as_numpy_batches,
+                   thread_count)
 
 _PRECISION = {"fp32": "f32", "bf16": "bf16"}
 
@@ -113,9 +115,12 @@ def precision_name(compiled: Any) -> str:
 
 
 def compile_config(dtype: str) -> dict[str, Any]:
+    """LATENCY hint, torch's thread count and the precision hint; bf16 only where OpenVINO has bf16 kernels
+    (elsewhere it would run a bf16 hint in f32 anyway, and under ONEDNN_MAX_CPU_ISA its capped kernels fail)."""
     config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": thread_count()}
     if dtype in _PRECISION:
-        config["INFERENCE_PRECISION_HINT"] = _PRECISION[dtype]
+        bf16_here = dtype != "bf16" or OpenVinoEngine().support("bf16").native
+        config["INFERENCE_PRECISION_HINT"] = _PRECISION[dtype] if bf16_here else "f32"
     return config
 
 
@@ -139,7 +144,9 @@ class OpenVinoRunner(Runner):
                 "threads": self.compiled.get_property("INFERENCE_NUM_THREADS"),
                 "performance_hint": str(self.compiled.get_property("PERFORMANCE_HINT")),
                 "compute": ("int8 (NNCF post-training quantization), other layers " if self.dtype == "int8" else "")
-                + precision_name(self.compiled)}
+                + precision_name(self.compiled)
+                + (" (bf16 asked: no bf16 kernels on this CPU)" if self.dtype == "bf16"
+                   and precision_name(self.compiled) != "bf16" else "")}
 
     def save(self, directory: str) -> list[str]:
         import openvino as ov
@@ -189,6 +196,19 @@ class OpenVinoEngine(Engine):
         import openvino as ov
 
         return ov.get_version()
+
+    def support(self, dtype: str) -> Support:
+        """As OpenVINO's CPU plugin reports it (``OPTIMIZATION_CAPABILITIES``). Without BF16 there it
+        accepts a bf16 hint and runs f32 (its compiled model reads back f32): reported, never hidden."""
+        caps = openvino_capabilities()
+        # OpenVINO's list ignores ONEDNN_MAX_CPU_ISA, which its kernels honour: the capped flags decide too
+        if dtype == "bf16" and ("BF16" not in caps or not cpu().first(*BF16_FLAGS)):
+            return Support(AS_FP32, needs=names(*reversed(BF16_FLAGS)),
+                           note="OpenVINO accepts a bf16 hint here and runs f32")
+        if dtype == "int8" and "INT8" not in caps:
+            return Support(EMULATED, needs="INT8 in OpenVINO's OPTIMIZATION_CAPABILITIES",
+                           note="OpenVINO reports no int8 kernels for this CPU")
+        return super().support(dtype)
 
     def build(self, request: BuildRequest) -> OpenVinoRunner:
         refuse_openvino_telemetry()

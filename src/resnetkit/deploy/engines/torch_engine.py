@@ -24,7 +24,8 @@ from torch import nn
 
 from ..fold import fold_batchnorm
 from ..prepack import fuse_activations, prepack_convs
-from .base import BuildRequest, Engine, Runner, flat_outputs
+from ..cpu import BF16_FLAGS, INT8_FLAGS, cpu, names, torch_bf16_runs
+from .base import EMULATED, NATIVE, NOT_OFFERED, BuildRequest, Engine, Runner, Support, flat_outputs
 
 _TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -105,6 +106,29 @@ class TorchEngine(Engine):
     def version(self) -> str:
         return torch.__version__
 
+    def support(self, dtype: str) -> Support:
+        """bf16: native with AMX-BF16 or AVX512-BF16; oneDNN emulates it with AVX-512 BW/VL/DQ (or
+        AVX-NE-CONVERT) and refuses it below. int8 (FBGEMM/oneDNN): native with VNNI or AMX-INT8;
+        without them its u8×s8 products take three instructions and it ran at 0.3× fp32 on an AVX2 EPYC."""
+        here = cpu()
+        if dtype == "fp32":
+            return Support(NATIVE, kernels=f"oneDNN {here.level}")
+        if dtype == "bf16":
+            need = names(*reversed(BF16_FLAGS))
+            if flag := here.first(*BF16_FLAGS):
+                return Support(NATIVE, kernels=f"oneDNN {names(flag)}")
+            if torch_bf16_runs():
+                return Support(EMULATED, needs=need, note="oneDNN converts bf16 to fp32 around each "
+                               "multiply (no bf16 dot-product instruction): slower than fp32")
+            return Support(NOT_OFFERED, needs=need, note="oneDNN's bf16 convolutions need at least AVX-512 "
+                           "BW/VL/DQ or AVX-NE-CONVERT")
+        if dtype == "int8":
+            if flag := here.first(*INT8_FLAGS):
+                return Support(NATIVE, kernels=f"FBGEMM/oneDNN {names(flag)}")
+            return Support(EMULATED, needs=names("avx512_vnni", "avx_vnni", "amx_int8"),
+                           note="no VNNI: torch's int8 kernels are slower than its fp32 ones here")
+        return super().support(dtype)
+
     def build(self, request: BuildRequest) -> TorchRunner:
         opts = request.options
         channels_last = opts.get("channels_last", True)
@@ -119,5 +143,7 @@ class TorchEngine(Engine):
                                         "channels_last": channels_last})
         compile = bool(opts.get("compile", False))
         module = fast_torch_module(request.model, _TORCH_DTYPES[request.dtype], channels_last, compile, example)
-        return TorchRunner(module, {"compute": request.dtype, "channels_last": channels_last,
+        support = self.support(request.dtype)
+        return TorchRunner(module, {"compute": request.dtype, "kernels": support.kernels or support.level,
+                                    "channels_last": channels_last,
                                     "compile": "inductor, weight freezing" if compile else False})

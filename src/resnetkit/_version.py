@@ -1,0 +1,2 @@
+"""The package version, in a leaf module that any layer may import."""
+__version__ = "0.1.0"
