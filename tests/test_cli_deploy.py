@@ -20,7 +20,7 @@ from resnetkit.cli import main
 from resnetkit.deploy.engines import ENGINES
 from resnetkit.train import TrainConfig, Trainer, load_dataset
 
-TINY = dict(model="resnet20", data="mnist5k", image_size=16, max_samples=1000, batch_size=32, epochs=1,
+TINY = dict(model="resnet20", data="mnist5k", image_size=16, max_samples=1000, batch_size=32, epochs=2,
             warmup=0.5, lr=0.05, device="cpu")
 
 
