@@ -144,6 +144,12 @@ def torch_bf16_runs() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def fp32_isa() -> str:
+    """The widest vector instructions fp32 kernels use here: AVX-512F, AVX2, NEON or the baseline."""
+    here = cpu()
+    return names(here.first("avx512f", "avx2", "asimd") or "") if here.first("avx512f", "avx2", "asimd") else here.aten
+
+
 def names(*flags: str) -> str:
     """'AVX512-BF16 or AMX-BF16' for ``("avx512_bf16", "amx_bf16")``."""
     return " or ".join(FEATURE_NAMES.get(f, f.upper()) for f in flags)

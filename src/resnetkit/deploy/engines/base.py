@@ -138,8 +138,8 @@ class Engine:
                               f"{', '.join(self.dtypes)}. {runs_here(exclude=(self.name, dtype))}")
         s = self.support(dtype)
         if s.level == NOT_OFFERED:
-            raise EngineError(f"{self.name} {dtype} does not run on this CPU ({cpu().model}, {cpu().level}): "
-                              f"{s.note}; it needs {s.needs}. {runs_here(exclude=(self.name, dtype))}")
+            raise EngineError(f"{self.name} {dtype} does not run on this CPU ({cpu().model}, {cpu().level}): it needs "
+                              f"{s.needs} ({s.note}). {runs_here(exclude=(self.name, dtype))}")
         if s.level != NATIVE:
             warnings.warn(f"{self.name} {dtype} on this CPU ({cpu().level}): {s.note}; to be native it needs "
                           f"{s.needs}. {runs_here(exclude=(self.name, dtype))}", stacklevel=3)

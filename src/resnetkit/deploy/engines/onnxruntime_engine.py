@@ -88,11 +88,14 @@ class OnnxRuntimeEngine(Engine):
     def support(self, dtype: str) -> Support:
         """int8 runs on MLAS's u8×s8 kernels: VNNI where the CPU has it, else AVX2's VPMADDUBSW
         (MLAS reads the CPU itself: ONEDNN_MAX_CPU_ISA does not cap it)."""
+        here = cpu()
         if dtype == "int8":
-            here = cpu()
             flag = next((f for f in INT8_FLAGS if here.has(f, uncapped=True)), None)
             if flag or here.has("avx2", uncapped=True):
                 return Support(NATIVE, kernels=f"MLAS {names(flag) if flag else 'AVX2'}")
+        if dtype == "fp32":
+            flag = next((f for f in ("avx512f", "avx2") if here.has(f, uncapped=True)), None)
+            return Support(NATIVE, kernels=f"MLAS {names(flag)}" if flag else "MLAS")
         return super().support(dtype)
 
     def build(self, request: BuildRequest) -> OrtRunner:

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from ..cpu import BF16_FLAGS, cpu, names, openvino_capabilities
+from ..cpu import BF16_FLAGS, INT8_FLAGS, cpu, names, openvino_capabilities
 from .base import (AS_FP32, EMULATED, NATIVE, BuildRequest, Engine, EngineError, Runner, Support, as_numpy_batches,
                    thread_count)
 
@@ -208,7 +208,8 @@ class OpenVinoEngine(Engine):
         if dtype == "int8" and "INT8" not in caps:
             return Support(EMULATED, needs="INT8 in OpenVINO's OPTIMIZATION_CAPABILITIES",
                            note="OpenVINO reports no int8 kernels for this CPU")
-        return super().support(dtype)
+        flags = {"fp32": ("avx512f", "avx2"), "bf16": BF16_FLAGS, "int8": (*INT8_FLAGS, "avx2")}[dtype]
+        return Support(NATIVE, kernels=names(cpu().first(*flags) or "") if cpu().first(*flags) else "")
 
     def build(self, request: BuildRequest) -> OpenVinoRunner:
         refuse_openvino_telemetry()

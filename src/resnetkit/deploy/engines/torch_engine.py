@@ -24,7 +24,7 @@ from torch import nn
 
 from ..fold import fold_batchnorm
 from ..prepack import fuse_activations, prepack_convs
-from ..cpu import BF16_FLAGS, INT8_FLAGS, cpu, names, torch_bf16_runs
+from ..cpu import BF16_FLAGS, INT8_FLAGS, cpu, fp32_isa, names, torch_bf16_runs
 from .base import EMULATED, NATIVE, NOT_OFFERED, BuildRequest, Engine, Runner, Support, flat_outputs
 
 _TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -112,7 +112,7 @@ class TorchEngine(Engine):
         without them its u8×s8 products take three instructions and it ran at 0.3× fp32 on an AVX2 EPYC."""
         here = cpu()
         if dtype == "fp32":
-            return Support(NATIVE, kernels=f"oneDNN {here.level}")
+            return Support(NATIVE, kernels=f"oneDNN {fp32_isa()}")
         if dtype == "bf16":
             need = names(*reversed(BF16_FLAGS))
             if flag := here.first(*BF16_FLAGS):
@@ -120,7 +120,7 @@ class TorchEngine(Engine):
             if torch_bf16_runs():
                 return Support(EMULATED, needs=need, note="oneDNN converts bf16 to fp32 around each "
                                "multiply (no bf16 dot-product instruction): slower than fp32")
-            return Support(NOT_OFFERED, needs=need, note="oneDNN's bf16 convolutions need at least AVX-512 "
+            return Support(NOT_OFFERED, needs=need, note="oneDNN refuses bf16 convolutions below AVX-512 "
                            "BW/VL/DQ or AVX-NE-CONVERT")
         if dtype == "int8":
             if flag := here.first(*INT8_FLAGS):
