@@ -316,8 +316,9 @@ def _check_rows(run) -> None:
     for name in ("test_constant", "test_failing", "test_silent"):
         assert rows[(name, "bf16")].status == rows[(name, "int8")].status == "not offered"
     table = str(report).splitlines()
-    assert len(table) == 1 + len(report)
+    assert len(table) == 1 + len(report) + 1   # the header, a row each, the chosen one's compiled shapes
     assert all(line.startswith(c.label) and c.status in line for line, c in zip(table[1:], report))
+    assert table[-1].startswith(f"{report.chosen.label} compiled for: 32×1×28×28")
 
 
 def _check_choice(run, mnist) -> None:
@@ -564,6 +565,29 @@ def test_wrong_input_shape_says_how_to_rebuild(backend):
         fast(torch.randn(3, 3, 48, 48))
     msg = str(err.value)
     assert "3×32×32" in msg and "3×48×48" in msg and "input_size=(N, 3, 48, 48)" in msg
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "int8"])
+def test_openvino_compiles_a_static_model_per_batch_size_and_the_report_lists_them(small, dtype):
+    """Built for batch 16: that shape is compiled static at once (OpenVINO's advice for a known shape); batch 1
+    compiles its own on first use, and both give the eager model's outputs. At most 4 shapes are kept."""
+    model = small[False]
+    calib = torch.randn(32, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(2)) if dtype == "int8" else None
+    fast = rk.optimize_for_inference(model, dtype=dtype, backend=["openvino"], input_size=(16, 3, SIZE, SIZE),
+                                     calibration=calib, budget_s=0.1)
+    assert fast.compiled_shapes == [(16, 3, SIZE, SIZE)]
+    assert fast.runner.compiled.inputs[0].get_partial_shape().is_static   # no free dimension left
+    x = torch.randn(16, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ref = model(x)
+    tol = 1e-4 if dtype == "fp32" else TOLERANCE["int8"]
+    assert _rel(fast(x), ref) <= tol and _rel(fast(x[:1]), ref[:1]) <= tol
+    assert fast.compiled_shapes == [(16, 3, SIZE, SIZE), (1, 3, SIZE, SIZE)]
+    assert str(fast.report).splitlines()[-1] == f"openvino {dtype} compiled for: 16×3×{SIZE}×{SIZE}, 1×3×{SIZE}×{SIZE}"
+    assert fast.describe()["compiled_shapes"] == [f"16×3×{SIZE}×{SIZE}", f"1×3×{SIZE}×{SIZE}"]
+    for n in (2, 3, 4, 5):   # bounded: the built shape stays, the oldest other one goes
+        fast(x[:n])
+    assert fast.compiled_shapes == [(16, 3, SIZE, SIZE), (3, 3, SIZE, SIZE), (4, 3, SIZE, SIZE), (5, 3, SIZE, SIZE)]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

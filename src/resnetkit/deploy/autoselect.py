@@ -52,7 +52,11 @@ class Candidate:
 
 
 class Report(list):
-    """The candidates ``auto`` considered, in the order built; ``str()`` gives a table."""
+    """The candidates ``auto`` considered, in the order built; ``str()`` gives a table, then the input
+    shapes the chosen engine has compiled so far (``shapes``, read when printed: a new batch size compiles
+    on its first call)."""
+
+    shapes: Callable[[], list[tuple[int, ...]]] | None = None
 
     @property
     def chosen(self) -> Candidate | None:
@@ -72,6 +76,8 @@ class Report(list):
             dev = f"{c.deviation:.2e}" if c.deviation is not None else "-"
             agr = f"{100 * c.agreement:.2f}%" if c.agreement is not None else "-"
             lines.append(f"{c.label:24}{c.status:>16}{lat:>12}{dev:>11}{agr:>13}  {c.note}")
+        if self.shapes is not None and self.chosen is not None:
+            lines.append(f"{self.chosen.label} compiled for: " + ", ".join("×".join(map(str, s)) for s in self.shapes()))
         return "\n".join(lines)
 
 

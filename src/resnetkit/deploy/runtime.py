@@ -37,6 +37,8 @@ class InferenceModel(nn.Module):
         self.input_size = tuple(input_size) if input_size else None
         self.structure = structure
         self.report = report
+        if report is not None:
+            report.shapes = lambda: self.compiled_shapes
         self.meta = dict(meta or {})
         self._kept = dict(attributes or {})
         super().train(False)
@@ -58,6 +60,13 @@ class InferenceModel(nn.Module):
                 raise EngineError(f"this {self.backend} model was built for batch {n} and got {x.shape[0]}; "
                                   f"rebuild it with input_size=({x.shape[0]}, {', '.join(map(str, chw))})")
         return x if x.dtype == torch.float32 else x.float()
+
+    @property
+    def compiled_shapes(self) -> list[tuple[int, ...]]:
+        """The input shapes the engine has compiled (OpenVINO: one static model each, the built one first;
+        engines with one model for every batch: the built shape)."""
+        shapes = getattr(self.runner, "shapes", None)
+        return list(shapes) if shapes is not None else ([self.input_size] if self.input_size else [])
 
     def forward(self, x: torch.Tensor) -> Any:
         outs = self.runner(self._check_input(x))

@@ -6,6 +6,9 @@ QDQ quantization as ONNX Runtime's documentation recommends for CNNs on x86:
 QDQ model ran 5× slower here), then ``quantize_static`` with per-channel int8
 weights and uint8 activations, calibrated on the given batches. ONNX Runtime
 has no bf16 convolution kernels on the CPU, so bf16 is not offered.
+One session serves every batch size: a static-shape export ran at the same speed
+(resnet50 and ghostnet_100, batch 16, fp32 and int8: 0.99–1.01×, benchmarks/peer_setups.md),
+and so did ``reduce_range``; s8 activations ran 3–4× slower than u8.
 Threads: the same count as torch's, with spinning left on (it shortens batch-1
 latency on the depthwise nets, where each op is too short to wake sleeping threads).
 """
