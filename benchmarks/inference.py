@@ -40,8 +40,8 @@ import time
 import torch
 
 import resnetkit as rk
-from resnetkit.deploy.bench import (best_peer, contenders, count_macs, measure_ceiling, model_pair,
-                                    time_rows)
+from resnetkit.deploy.bench import best_peer, contenders, count_macs, model_pair, time_rows
+from resnetkit.deploy.ceilings import ceiling
 from resnetkit.deploy.engines import ENGINES
 from resnetkit.deploy.peers import cpu_info, cpu_line, refuse_openvino_telemetry
 
@@ -123,7 +123,7 @@ def _ratio(r: dict | None, base: float) -> str:
     return f"{r['img_s'] / base:.2f}×"
 
 
-def speed_tables(cells: list[dict], ceilings: dict[str, float]) -> list[str]:
+def speed_tables(cells: list[dict], ceilings: dict) -> list[str]:
     out: list[str] = []
     engines = list(ENGINES)
     for dtype in DTYPES:
@@ -181,7 +181,7 @@ def speed_tables(cells: list[dict], ceilings: dict[str, float]) -> list[str]:
                            f"{r['note']} |")
                 continue
             gflops = 2 * c["macs"] * r["img_s"] / 1e9
-            ceil = ceilings.get(r["dtype"])
+            ceil = ceilings[r["dtype"]].value if r["dtype"] in ceilings else None
             pct = f"{100 * gflops / ceil:.0f}% {r['dtype']}" if ceil else "–"
             out.append(f"| {c['model']} | {c['batch']} | {c['dtype']} | {r['label']} | {r['img_s']:.1f} | "
                        f"{r['median_ms']:.1f} | {r['p90_ms']:.1f} | {gflops:.0f} | {pct} | {r['img_s'] / base:.2f}× | "
@@ -245,7 +245,7 @@ def profile_tables(args: argparse.Namespace) -> list[str]:
         except (ValueError, KeyError):
             continue
         x = torch.randn(16, 3, 224, 224)
-        for dtype in ("fp32", "bf16"):
+        for dtype in [d for d in ("fp32", "bf16") if ENGINES["torch"].support(d).native]:
             model = rk.optimize_for_inference(ours, dtype, backend="torch", input_size=tuple(x.shape))
             model(x)
             with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
@@ -290,16 +290,17 @@ def write_results(args: argparse.Namespace, argv: list[str], ceilings: dict, cel
              f"on {dates[0] if len(dates) == 1 else dates[0] + ' to ' + dates[-1]}.", "",
              f"Machine: {machine()}. Input 3×224×224, random weights (speed does not depend on them); int8 is "
              "calibrated on random data (speed only: accuracy is checked on real digits below).",
-             "Ceilings measured at start (3×3 conv 256ch channels_last; int8: torch._int_mm): "
-             + ", ".join(f"{k} {v:.0f} G{'OP' if k == 'int8' else 'FLOP'}/s" for k, v in ceilings.items()) + ".",
+             "Ceilings measured at start, each with a kernel that exists on this CPU: "
+             + ", ".join(c.text(k) for k, c in ceilings.items()) + ".",
              f"Each contender: {args.warmup} warm-up calls, then {args.iters} timed calls ({3 * args.iters} at batch "
              "1) in 5 rotating blocks per cell, each block after a 50 ms pause and one untimed re-warm call (ONNX "
              "Runtime's and OpenVINO's threads keep spinning after a call: blocks keep that off the next "
              "contender). "
              "Median latency. Peers: eager fp32 (1.00×), torch.compile with inductor freezing (bf16: weights "
              "cast first), ONNX Runtime (legacy export opset 17, ORT_ENABLE_ALL; int8 quant_pre_process + "
-             "static QDQ per-channel) and OpenVINO (convert_model, LATENCY, precision hint; int8 NNCF), each "
-             "on the reference model with the same thread count. resnetkit auto = "
+             "static QDQ per-channel) and OpenVINO (convert_model with the input's static shape, LATENCY, "
+             "precision hint; int8 NNCF), each on the reference model with the same thread count (their "
+             "default setups against these: the A/B tables at the end). resnetkit auto = "
              f"`optimize_for_inference(backend=\"auto\", dtype=<that precision>, budget_s={args.auto_budget:g})`. "
              "n/o = the engine does not offer that precision. Runs on a shared machine: absolute figures move "
              "±10–25% between runs; ratios within a cell are what counts.", ""]
@@ -347,9 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     refuse_openvino_telemetry()  # before anything imports OpenVINO's converter or NNCF
     workdir = tempfile.mkdtemp(prefix="resnetkit-bench-")
     started, load_before = time.perf_counter(), load()
-    ceilings = {k: measure_ceiling(k, seconds=1.0) for k in DTYPES}
+    ceilings = {k: ceiling(k, seconds=1.0) for k in DTYPES}
     print(machine(), flush=True)
-    print("ceilings: " + ", ".join(f"{k} {v:.0f}" for k, v in ceilings.items()), flush=True)
+    print("ceilings: " + ", ".join(c.text(k) for k, c in ceilings.items()), flush=True)
     state = read_state(state_path, cpu_info()[0])  # cells of other filters stay in the file
     keys = [(m, b, d) for m in args.models for b in args.batches for d in args.dtypes]
     key = lambda m, b, d: f"{m}|{b}|{d}"  # noqa: E731
@@ -380,6 +381,10 @@ def main(argv: list[str] | None = None) -> int:
         extra += [""] + accuracy_table(args, workdir)
     if args.profile:
         extra += [""] + profile_tables(args)
+    ab = os.path.join(HERE, "peer_setups.md")
+    if os.path.exists(ab):  # benchmarks/peer_setups.py: each peer's default setup against the one used here
+        with open(ab) as f:
+            extra += ["", f.read().strip()]
     write_results(args, argv, ceilings, done(), extra, load_before, started, 0)
     print(f"wrote {args.out} ({time.perf_counter() - started:.0f} s)")
     return 0
