@@ -4,7 +4,7 @@ import pytest
 import resnetkit as rk
 from resnetkit.cli import CLIError, list_cmd, main
 from resnetkit.deploy.engines.base import EngineError, MissingEngineError
-from resnetkit.errors import is_user_error
+from resnetkit.errors import ResnetkitKeyError, ResnetkitTypeError, ResnetkitValueError, is_user_error
 from resnetkit.train._deps import MissingExtraError
 from resnetkit.train.data import DataError
 
@@ -32,6 +32,17 @@ def test_errors_raised_inside_torch_are_bugs_too(monkeypatch):
         main(["list"])
 
 
+def test_a_plain_value_error_is_a_bug_even_when_raised_on_purpose_looking_code(monkeypatch, capsys):
+    """By type, not by where it was raised: only ResnetkitError (and FileNotFoundError) is a user's mistake."""
+    def run(args):
+        raise ValueError("an internal check failed")  # what a bug in resnetkit's own code looks like
+
+    monkeypatch.setattr(list_cmd, "run", run)
+    with pytest.raises(ValueError, match="internal check"):
+        main(["list"])
+    assert "error:" not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv, message", [
     (["summary", "resnt50"], "unknown model 'resnt50'"),           # UnknownModelError (a KeyError too)
     (["list", "nomatch*"], "no model matches 'nomatch*'"),         # a ValueError raised on purpose
@@ -52,4 +63,6 @@ def test_every_named_error_is_a_resnetkit_error():
                 MissingExtraError, CLIError):
         assert issubclass(cls, rk.ResnetkitError), cls
     assert is_user_error(FileNotFoundError("no such file: x.pth"))
-    assert not is_user_error(KeyError("x"))  # never raised: no traceback says it was raised on purpose
+    assert not is_user_error(KeyError("x")) and not is_user_error(ValueError("x"))
+    for cls in (ResnetkitValueError, ResnetkitTypeError, ResnetkitKeyError):  # still the builtin kinds for callers
+        assert is_user_error(cls("x")) and issubclass(cls, (ValueError, TypeError, KeyError))

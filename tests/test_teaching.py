@@ -151,12 +151,22 @@ def test_pretrained_true_names_timms_file_or_says_there_is_none():
     ("0x3x224x224", "N (batch) is 0; every size must be a positive integer"),
     ("1x3x224x-5", "W (width) is -5; every size must be a positive integer"),
     ("1x3xhx224", "H (height) is 'h', not a whole number"),
-    ("3x224x224", "give 4 sizes N x C x H x W"),
+    ("224x224", "give 4 sizes N x C x H x W (batch, channels, height, width) (or C x H x W for batch 1)"),
 ])
 def test_input_errors_name_the_dimension(capsys, given, problem):
     assert main(["summary", "resnet18", "--input", given]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"resnetkit summary: error: --input {given}: {problem}") and err.count("\n") == 1
+
+
+def test_summary_input_without_batch_means_batch_one(capsys):
+    """torchinfo and the books write 3x224x224: batch 1, and the summary says so."""
+    assert main(["summary", "resnet50", "--input", "3x224x224", "--depth", "0"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "input 3x224x224 taken as batch 1: 1x3x224x224"
+    assert "25,557,032" in out or "25.56 M" in out   # torchvision's published resnet50 parameter count
+    assert main(["summary", "resnet50", "--input", "1x3x224x224", "--depth", "0"]) == 0
+    assert "taken as batch 1" not in capsys.readouterr().out
 
 
 def test_list_verbose_shows_family_size_cost_and_input(capsys):

@@ -17,6 +17,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from .errors import ResnetkitTypeError, ResnetkitValueError
+
 
 class BackboneWithFPN(nn.Module):
     """``body`` (a ``features_only`` backbone) followed by torchvision's ``FeaturePyramidNetwork``.
@@ -55,17 +57,17 @@ def with_fpn(backbone: nn.Module, out_channels: int = 256, extra_blocks: str | n
     info = getattr(backbone, "feature_info", None)
     if not getattr(backbone, "features_only", False) or info is None:
         name = getattr(backbone, "model_name", None) or type(backbone).__name__
-        raise TypeError(f"with_fpn needs a multi-scale backbone, but {name} is not one (it returns a single "
-                        f"tensor). Build it with features_only=True, e.g. rk.create_model('{name}', "
-                        "features_only=True, out_indices=(1, 2, 3, 4))")
+        raise ResnetkitTypeError(f"with_fpn needs a multi-scale backbone, but {name} is not one (it returns a single "
+                                 f"tensor). Build it with features_only=True, e.g. rk.create_model('{name}', "
+                                 "features_only=True, out_indices=(1, 2, 3, 4))")
     if isinstance(out_channels, bool) or not isinstance(out_channels, int) or out_channels < 1:
-        raise ValueError(f"out_channels must be a positive int (256 in torchvision's detectors), got {out_channels!r}")
+        raise ResnetkitValueError(f"out_channels must be a positive int (256 in torchvision's detectors), got {out_channels!r}")
     if isinstance(extra_blocks, str):
         if extra_blocks != "pool":
-            raise ValueError(f"extra_blocks must be 'pool' (LastLevelMaxPool), None or a torchvision "
-                             f"ExtraFPNBlock, got {extra_blocks!r}")
+            raise ResnetkitValueError(f"extra_blocks must be 'pool' (LastLevelMaxPool), None or a torchvision "
+                                      f"ExtraFPNBlock, got {extra_blocks!r}")
         extra_blocks = LastLevelMaxPool()
     elif extra_blocks is not None and not isinstance(extra_blocks, ExtraFPNBlock):
-        raise TypeError(f"extra_blocks must be 'pool', None or a torchvision.ops ExtraFPNBlock "
-                        f"(e.g. LastLevelP6P7(256, 256)), got {type(extra_blocks).__name__}")
+        raise ResnetkitTypeError(f"extra_blocks must be 'pool', None or a torchvision.ops ExtraFPNBlock "
+                                 f"(e.g. LastLevelP6P7(256, 256)), got {type(extra_blocks).__name__}")
     return BackboneWithFPN(backbone, out_channels, extra_blocks)

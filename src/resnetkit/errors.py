@@ -7,32 +7,29 @@ bug and keeps its traceback.
 """
 from __future__ import annotations
 
-import traceback
-from pathlib import Path
-
-PACKAGE_DIR = Path(__file__).resolve().parent
-
 
 class ResnetkitError(Exception):
     """A mistake the user can fix; its message names the problem and the fix."""
 
 
 def is_user_error(exc: BaseException) -> bool:
-    """Whether ``exc`` is a message for the user rather than a bug.
+    """Whether ``exc`` is a message for the user rather than a bug: by type alone.
 
-    True for a :class:`ResnetkitError`, a ``FileNotFoundError`` (it names the
-    path), and a ``ValueError``/``TypeError``/``KeyError`` that a ``raise``
-    statement in resnetkit's own code raised on purpose (argument checks
-    throughout the library). A ``KeyError`` from a dictionary lookup, a
-    ``TypeError`` from a wrong call or anything raised inside PyTorch is a bug.
+    True for a :class:`ResnetkitError` (every error resnetkit raises on purpose
+    is one: :class:`ResnetkitValueError`, ``TableError``, ``EngineError``, ...)
+    and a ``FileNotFoundError`` (it names the path). Anything else, a plain
+    ``ValueError`` included, is a bug and keeps its traceback.
     """
-    if isinstance(exc, (ResnetkitError, FileNotFoundError)):
-        return True
-    if not isinstance(exc, (ValueError, TypeError, KeyError)) or exc.__traceback__ is None:
-        return False
-    origin = traceback.extract_tb(exc.__traceback__)[-1]  # the frame that raised it
-    try:
-        ours = Path(origin.filename).resolve().is_relative_to(PACKAGE_DIR)
-    except (OSError, ValueError):
-        return False
-    return ours and (origin.line or "").lstrip().startswith("raise ")
+    return isinstance(exc, (ResnetkitError, FileNotFoundError))
+
+
+class ResnetkitValueError(ResnetkitError, ValueError):
+    """A wrong value given to resnetkit: a ``ValueError`` (Python's convention) that the CLI prints as one line."""
+
+
+class ResnetkitTypeError(ResnetkitError, TypeError):
+    """An argument of the wrong type given to resnetkit (a ``TypeError``)."""
+
+
+class ResnetkitKeyError(ResnetkitError, KeyError):
+    """A name resnetkit does not know (a ``KeyError``)."""

@@ -9,6 +9,8 @@ import operator
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from .errors import ResnetkitValueError
+
 
 class FeatureInfo(list):
     """A list of ``{"num_chs", "reduction", "module"}`` dicts with timm's helpers."""
@@ -47,19 +49,19 @@ def check_out_indices(out_indices: Sequence[int] | None, num_levels: int, model_
         out_indices = (out_indices,)  # a single level
     out_indices = tuple(out_indices)
     if len(out_indices) == 0:
-        raise ValueError(f"out_indices is empty; {model_name} has levels 0..{num_levels - 1} (default: all)")
+        raise ResnetkitValueError(f"out_indices is empty; {model_name} has levels 0..{num_levels - 1} (default: all)")
     result = []
     for i in out_indices:
         index = _as_index(i)
         if index is None:
-            raise ValueError(f"out_indices entry {i!r} is a {type(i).__name__}, not a whole number; give level "
-                             f"numbers such as (1, 2, 3, 4) ({model_name} has levels 0..{num_levels - 1})")
+            raise ResnetkitValueError(f"out_indices entry {i!r} is a {type(i).__name__}, not a whole number; give level "
+                                      f"numbers such as (1, 2, 3, 4) ({model_name} has levels 0..{num_levels - 1})")
         if not -num_levels <= index < num_levels:
-            raise ValueError(f"out_indices entry {i!r} is out of range for {model_name}, which has "
-                             f"{num_levels} feature levels (valid: 0..{num_levels - 1})")
+            raise ResnetkitValueError(f"out_indices entry {i!r} is out of range for {model_name}, which has "
+                                      f"{num_levels} feature levels (valid: 0..{num_levels - 1})")
         result.append(index % num_levels)
     if len(set(result)) != len(result):
-        raise ValueError(f"out_indices {tuple(out_indices)} repeats a level")
+        raise ResnetkitValueError(f"out_indices {tuple(out_indices)} repeats a level")
     return tuple(sorted(result))
 
 

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from torch import nn
 
-from .errors import ResnetkitError
+from .errors import ResnetkitError, ResnetkitTypeError, ResnetkitValueError
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def register_model(cls: type | None = None, input_size: tuple[int, int, int] = (
     """
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if fn.__name__ in _REGISTRY:
-            raise ValueError(f"model {fn.__name__!r} is already registered")
+            raise ResnetkitValueError(f"model {fn.__name__!r} is already registered")
         _REGISTRY[fn.__name__] = ModelEntry(fn.__name__, fn, cls, tuple(input_size))
         return fn
     return wrap
@@ -76,13 +76,13 @@ def _pretrained_path(name: str, pretrained: Any, kwargs: dict[str, Any]) -> str 
     weights = kwargs.pop("weights", None)
     if weights is not None:
         tag = str(getattr(weights, "name", weights))  # a torchvision enum member or its string
-        raise ValueError(pretrained_error(name, f"weights={tag!r}", tag))
+        raise ResnetkitValueError(pretrained_error(name, f"weights={tag!r}", tag))
     if pretrained is True:
-        raise ValueError(pretrained_error(name, "pretrained=True"))
+        raise ResnetkitValueError(pretrained_error(name, "pretrained=True"))
     if pretrained is None or pretrained is False or pretrained == "":
         return None
     if not isinstance(pretrained, (str, os.PathLike)):
-        raise TypeError(pretrained_error(name, f"pretrained=<{type(pretrained).__name__}>"))
+        raise ResnetkitTypeError(pretrained_error(name, f"pretrained=<{type(pretrained).__name__}>"))
     return pretrained
 
 
@@ -114,8 +114,8 @@ def create_model(name: str, num_classes: int | None = None, in_chans: int | None
         for k in unknown:
             close = difflib.get_close_matches(k, sorted(accepted), n=3)
             msgs.append(f"{k!r}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
-        raise TypeError(f"create_model({name!r}): unknown keyword argument(s) {', '.join(msgs)}. "
-                        f"Accepted: {', '.join(sorted(accepted - {'block', 'layers'}))}")
+        raise ResnetkitTypeError(f"create_model({name!r}): unknown keyword argument(s) {', '.join(msgs)}. "
+                                 f"Accepted: {', '.join(sorted(accepted - {'block', 'layers'}))}")
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     if in_chans is not None:
@@ -127,15 +127,15 @@ def create_model(name: str, num_classes: int | None = None, in_chans: int | None
         if not fixed:
             raise
         cls_name = (entry.cls or entry.fn).__name__
-        raise TypeError(f"create_model({name!r}): {fixed.group(1)!r} is fixed by the {name} architecture and "
-                        f"cannot be passed; build the class ({cls_name}) yourself to change it") from None
+        raise ResnetkitTypeError(f"create_model({name!r}): {fixed.group(1)!r} is fixed by the {name} architecture and "
+                                 f"cannot be passed; build the class ({cls_name}) yourself to change it") from None
     model.model_name = name
     chans = in_chans if in_chans is not None else entry.input_size[0]
     model.default_input_size = (chans, *entry.input_size[1:])
     if features_only:
         model.as_backbone(out_indices)
     elif out_indices is not None:
-        raise ValueError("out_indices only applies with features_only=True")
+        raise ResnetkitValueError("out_indices only applies with features_only=True")
     if pretrained:  # after as_backbone, so a backbone-only checkpoint (mmdet) fits strictly
         from .weights import load_weights
         load_weights(model, pretrained)

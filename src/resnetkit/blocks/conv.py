@@ -7,6 +7,8 @@ from typing import Callable, Sequence
 
 from torch import nn
 
+from ..errors import ResnetkitValueError
+
 LayerFn = Callable[..., nn.Module]
 
 
@@ -46,7 +48,7 @@ class ConvBNAct(nn.Sequential):
         names: Sequence[str] = ("0", "1", "2"),
     ) -> None:
         if len(names) != 3:
-            raise ValueError(f"names needs 3 entries (conv, norm, act), got {tuple(names)}")
+            raise ResnetkitValueError(f"names needs 3 entries (conv, norm, act), got {tuple(names)}")
         if padding is None:
             padding = (kernel_size - 1) // 2 * dilation
         if bias is None:

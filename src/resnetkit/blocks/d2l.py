@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import ResnetkitValueError
 from .base import Block
 
 
@@ -25,7 +26,7 @@ class Residual(Block):
     def __init__(self, input_channels: int, num_channels: int, use_1x1conv: bool = False, strides: int = 1) -> None:
         super().__init__()
         if not use_1x1conv and (strides != 1 or input_channels != num_channels):
-            raise ValueError(
+            raise ResnetkitValueError(
                 f"Residual({input_channels}, {num_channels}, strides={strides}): the branch outputs "
                 f"{num_channels} channels at stride {strides} but the shortcut is an identity on "
                 f"{input_channels} channels at stride 1, so the two cannot be added. "

@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import flop_registry, register_flop_formula
 
+from ..errors import ResnetkitTypeError, ResnetkitValueError
+
 _TYPES = {"DCN": False, "DCNv2": True}  # mmcv type -> modulated
 
 
@@ -58,9 +60,9 @@ class DeformConv2d(nn.Module):
         super().__init__()
         _deform_conv2d()  # without torchvision, fail here at construction, not in the first forward
         if in_channels % groups or out_channels % groups:
-            raise ValueError(f"DeformConv2d: {in_channels}->{out_channels} channels do not split into {groups} groups")
+            raise ResnetkitValueError(f"DeformConv2d: {in_channels}->{out_channels} channels do not split into {groups} groups")
         if in_channels % deform_groups:
-            raise ValueError(f"DeformConv2d: deform_groups={deform_groups} must divide in_channels={in_channels}")
+            raise ResnetkitValueError(f"DeformConv2d: deform_groups={deform_groups} must divide in_channels={in_channels}")
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
         self.modulated, self.deform_groups = modulated, deform_groups
         self.taps = deform_groups * kernel_size * kernel_size
@@ -101,17 +103,17 @@ def check_dcn(dcn: dict | None) -> dict | None:
     if dcn is None:
         return None
     if not isinstance(dcn, dict):
-        raise TypeError(f"dcn must be a dict like dict(type='DCNv2', deform_groups=1), got {dcn!r}")
+        raise ResnetkitTypeError(f"dcn must be a dict like dict(type='DCNv2', deform_groups=1), got {dcn!r}")
     cfg = dict(dcn)
     kind = cfg.pop("type", None)
     if kind not in _TYPES:
-        raise ValueError(f"dcn type {kind!r} is not supported; use 'DCN' or 'DCNv2' (mmcv's DeformConv2dPack / "
-                         "ModulatedDeformConv2dPack)")
+        raise ResnetkitValueError(f"dcn type {kind!r} is not supported; use 'DCN' or 'DCNv2' (mmcv's DeformConv2dPack / "
+                                  "ModulatedDeformConv2dPack)")
     out = dict(modulated=_TYPES[kind], deform_groups=int(cfg.pop("deform_groups", 1)),
                fallback_on_stride=bool(cfg.pop("fallback_on_stride", False)))
     if cfg:
-        raise ValueError(f"dcn option(s) {sorted(cfg)} are not supported; dcn takes type, deform_groups and "
-                         "fallback_on_stride")
+        raise ResnetkitValueError(f"dcn option(s) {sorted(cfg)} are not supported; dcn takes type, deform_groups and "
+                                  "fallback_on_stride")
     return out
 
 

@@ -13,6 +13,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..errors import ResnetkitValueError
+
 _FUSIONS = ("channel_add", "channel_mul")
 
 
@@ -32,13 +34,13 @@ class ContextBlock(nn.Module):
                  fusion_types: Sequence[str] = ("channel_add",)) -> None:
         super().__init__()
         if pooling_type not in ("att", "avg"):
-            raise ValueError(f"ContextBlock pooling_type must be 'att' or 'avg', got {pooling_type!r}")
+            raise ResnetkitValueError(f"ContextBlock pooling_type must be 'att' or 'avg', got {pooling_type!r}")
         if not fusion_types or any(f not in _FUSIONS for f in fusion_types):
-            raise ValueError(f"ContextBlock fusion_types must be a non-empty subset of {_FUSIONS}, "
-                             f"got {fusion_types!r}")
+            raise ResnetkitValueError(f"ContextBlock fusion_types must be a non-empty subset of {_FUSIONS}, "
+                                      f"got {fusion_types!r}")
         planes = int(in_channels * ratio)
         if planes < 1:
-            raise ValueError(f"ContextBlock ratio={ratio} leaves no channels of {in_channels}; raise the ratio")
+            raise ResnetkitValueError(f"ContextBlock ratio={ratio} leaves no channels of {in_channels}; raise the ratio")
         self.pooling_type = pooling_type
         if pooling_type == "att":
             self.conv_mask = nn.Conv2d(in_channels, 1, 1)

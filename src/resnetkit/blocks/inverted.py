@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import ResnetkitValueError
 from .base import Block, DropPath
 from .conv import ConvBNAct, LayerFn
 
@@ -26,7 +27,7 @@ class InvertedResidual(Block):
                  norm_layer: LayerFn | None = None, act_layer: LayerFn = nn.ReLU6, drop_path: float = 0.0) -> None:
         super().__init__()
         if stride not in (1, 2):
-            raise ValueError(f"InvertedResidual stride must be 1 or 2, got {stride}")
+            raise ResnetkitValueError(f"InvertedResidual stride must be 1 or 2, got {stride}")
         norm_layer = norm_layer or nn.BatchNorm2d
         hidden = int(round(in_channels * expand_ratio))
         self.stride = stride

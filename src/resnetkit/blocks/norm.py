@@ -19,6 +19,8 @@ from torch import distributed as dist
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..errors import ResnetkitTypeError, ResnetkitValueError
+
 NormLayer = Callable[[int], nn.Module]
 
 
@@ -36,8 +38,8 @@ class SyncBatchNorm(nn.SyncBatchNorm):
         if not self.training or group is None or dist.get_world_size(group) == 1:
             return _BatchNorm.forward(self, x)
         if x.device.type == "cpu":
-            raise ValueError("SyncBN synchronises statistics across processes on GPUs only (torch's "
-                             "SyncBatchNorm); on CPU train with norm_cfg=dict(type='BN')")
+            raise ResnetkitValueError("SyncBN synchronises statistics across processes on GPUs only (torch's "
+                                      "SyncBatchNorm); on CPU train with norm_cfg=dict(type='BN')")
         return super().forward(x)
 
 
@@ -58,8 +60,8 @@ class NormFactory:
     def __call__(self, num_features: int) -> nn.Module:
         if self.cls is nn.GroupNorm:
             if num_features % self.kwargs["num_groups"]:
-                raise ValueError(f"GN with num_groups={self.kwargs['num_groups']} cannot normalise "
-                                 f"{num_features} channels (not a multiple); pick a divisor of every width")
+                raise ResnetkitValueError(f"GN with num_groups={self.kwargs['num_groups']} cannot normalise "
+                                          f"{num_features} channels (not a multiple); pick a divisor of every width")
             layer = nn.GroupNorm(num_channels=num_features, **self.kwargs)
         else:
             layer = self.cls(num_features, **self.kwargs)
@@ -79,26 +81,26 @@ def norm_factory(norm_cfg: dict | None = None, norm_layer: NormLayer | None = No
     given: BatchNorm2d. Both given: an error, since one would be ignored.
     """
     if norm_cfg is not None and norm_layer is not None:
-        raise ValueError("pass either norm_cfg (mmcv's dict) or norm_layer (a callable), not both")
+        raise ResnetkitValueError("pass either norm_cfg (mmcv's dict) or norm_layer (a callable), not both")
     if norm_layer is not None:
         return norm_layer
     if norm_cfg is not None and not isinstance(norm_cfg, dict):
-        raise TypeError(f"norm_cfg must be a dict like dict(type='BN', requires_grad=True), got {norm_cfg!r}")
+        raise ResnetkitTypeError(f"norm_cfg must be a dict like dict(type='BN', requires_grad=True), got {norm_cfg!r}")
     cfg = dict(norm_cfg or {"type": "BN"})
     kind = cfg.pop("type", None)
     if kind not in _NORMS:
-        raise ValueError(f"norm_cfg type {kind!r} is not supported; use one of {sorted(_NORMS)} "
-                         "(e.g. dict(type='GN', num_groups=32))")
+        raise ResnetkitValueError(f"norm_cfg type {kind!r} is not supported; use one of {sorted(_NORMS)} "
+                                  "(e.g. dict(type='GN', num_groups=32))")
     if kind == "GN" and not (isinstance(cfg.get("num_groups"), int) and cfg["num_groups"] >= 1):
-        raise ValueError(f"norm_cfg type 'GN' needs num_groups, a positive integer such as 32; got "
-                         f"{cfg.get('num_groups')!r}")
+        raise ResnetkitValueError(f"norm_cfg type 'GN' needs num_groups, a positive integer such as 32; got "
+                                  f"{cfg.get('num_groups')!r}")
     cls, abbr = _NORMS[kind]
     requires_grad = cfg.pop("requires_grad", True)
     factory = NormFactory(cls, abbr, requires_grad, **cfg)
     try:  # a misspelt option fails here, naming the dict, not deep inside the first block
         factory(2 * cfg.get("num_groups", 1))
     except TypeError as e:
-        raise ValueError(f"norm_cfg {norm_cfg!r}: {e}") from None
+        raise ResnetkitValueError(f"norm_cfg {norm_cfg!r}: {e}") from None
     return factory
 
 

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from ..errors import ResnetkitTypeError, ResnetkitValueError
 from .gcnet import ContextBlock
 from .se import SqueezeExcite
 
@@ -30,10 +31,10 @@ def register_plugin(name: str, cls: type[nn.Module], override: bool = False) -> 
     ``override=True``, so a typo cannot silently replace a built-in for the process.
     """
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise TypeError(f"register_plugin({name!r}, ...): expected an nn.Module subclass, got {cls!r}")
+        raise ResnetkitTypeError(f"register_plugin({name!r}, ...): expected an nn.Module subclass, got {cls!r}")
     if name in _PLUGINS and _PLUGINS[name] is not cls and not override:
-        raise ValueError(f"plugin type {name!r} is already registered ({_PLUGINS[name].__qualname__}); "
-                         f"pick another name or pass override=True to replace it")
+        raise ResnetkitValueError(f"plugin type {name!r} is already registered ({_PLUGINS[name].__qualname__}); "
+                                  f"pick another name or pass override=True to replace it")
     _PLUGINS[name] = cls
     return cls
 
@@ -49,19 +50,19 @@ def build_plugin(cfg: dict[str, Any], in_channels: int) -> nn.Module:
     cfg = dict(cfg)
     name = cfg.pop("type", None)
     if name in _NOT_SUPPORTED:
-        raise ValueError(f"plugin type {name!r} is not supported: {_NOT_SUPPORTED[name]}")
+        raise ResnetkitValueError(f"plugin type {name!r} is not supported: {_NOT_SUPPORTED[name]}")
     if name not in _PLUGINS:
         close = difflib.get_close_matches(str(name), list(_PLUGINS), n=3)
         hint = f" Did you mean {close}?" if close else ""
-        raise ValueError(f"unknown plugin type {name!r}; registered: {sorted(_PLUGINS)}.{hint} "
-                         "Add your own with resnetkit.register_plugin(name, cls).")
+        raise ResnetkitValueError(f"unknown plugin type {name!r}; registered: {sorted(_PLUGINS)}.{hint} "
+                                  "Add your own with resnetkit.register_plugin(name, cls).")
     cls = _PLUGINS[name]
     params = inspect.signature(cls).parameters
     if not any(v.kind == v.VAR_KEYWORD for v in params.values()):
         options = list(params)[1:]  # the first parameter takes the channel count
         unknown = sorted(set(cfg) - set(options))
         if unknown:
-            raise ValueError(f"plugin {name!r} has no option(s) {unknown}; its options are {options}")
+            raise ResnetkitValueError(f"plugin {name!r} has no option(s) {unknown}; its options are {options}")
     return cls(in_channels, **cfg)
 
 
@@ -70,12 +71,12 @@ def check_plugins(plugins: Sequence[dict] | None, num_stages: int = 4) -> list[d
     out = []
     for i, p in enumerate(plugins or ()):
         if not isinstance(p, dict) or "cfg" not in p or "position" not in p:
-            raise ValueError(f"plugins[{i}] must be a dict with 'cfg' and 'position' keys, got {p!r}")
+            raise ResnetkitValueError(f"plugins[{i}] must be a dict with 'cfg' and 'position' keys, got {p!r}")
         if p["position"] not in POSITIONS:
-            raise ValueError(f"plugins[{i}]: position {p['position']!r} is not one of {POSITIONS}")
+            raise ResnetkitValueError(f"plugins[{i}]: position {p['position']!r} is not one of {POSITIONS}")
         stages = tuple(p.get("stages") or (True,) * num_stages)
         if len(stages) != num_stages:
-            raise ValueError(f"plugins[{i}]: 'stages' needs {num_stages} booleans, got {stages}")
+            raise ResnetkitValueError(f"plugins[{i}]: 'stages' needs {num_stages} booleans, got {stages}")
         out.append({"cfg": dict(p["cfg"]), "position": p["position"], "stages": stages})
     return out
 

@@ -11,6 +11,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..errors import ResnetkitValueError
 from .base import Block, DropPath
 from .dcn import check_dcn, conv3x3
 from .norm import NormLayer, norm_abbr
@@ -53,15 +54,15 @@ def _check_downsample(block: str, downsample: nn.Module, inplanes: int, outplane
     try:
         out = downsample.eval()(torch.zeros(1, inplanes, side, side))
     except (RuntimeError, ValueError) as e:
-        raise ValueError(f"{block}: the downsample given cannot take the block's {inplanes}-channel input "
-                         f"({str(e).splitlines()[0]}); use resnetkit.blocks.make_shortcut({inplanes}, {outplanes}, "
-                         f"stride={stride})") from e
+        raise ResnetkitValueError(f"{block}: the downsample given cannot take the block's {inplanes}-channel input "
+                                  f"({str(e).splitlines()[0]}); use resnetkit.blocks.make_shortcut({inplanes}, {outplanes}, "
+                                  f"stride={stride})") from e
     finally:
         downsample.train(was_training)
     if tuple(out.shape[1:]) != (outplanes, 4, 4):
-        raise ValueError(f"{block}: the downsample given maps 1×{inplanes}×{side}×{side} to "
-                         f"{'×'.join(map(str, out.shape))}, but the branch gives 1×{outplanes}×4×4 (stride "
-                         f"{stride}); use resnetkit.blocks.make_shortcut({inplanes}, {outplanes}, stride={stride})")
+        raise ResnetkitValueError(f"{block}: the downsample given maps 1×{inplanes}×{side}×{side} to "
+                                  f"{'×'.join(map(str, out.shape))}, but the branch gives 1×{outplanes}×4×4 (stride "
+                                  f"{stride}); use resnetkit.blocks.make_shortcut({inplanes}, {outplanes}, stride={stride})")
 
 
 class _ResBlock(Block):
@@ -105,7 +106,7 @@ class _ResBlock(Block):
         for p in plugins or ():
             pos = p["position"]
             if pos not in widths:
-                raise ValueError(f"{type(self).__name__} has no plugin position {pos!r}; it offers {sorted(widths)}")
+                raise ResnetkitValueError(f"{type(self).__name__} has no plugin position {pos!r}; it offers {sorted(widths)}")
             seq = getattr(self, f"{pos}_plugins", None)
             if seq is None:
                 seq = nn.Sequential()
@@ -148,10 +149,10 @@ class BasicBlock(_ResBlock):
                  first_dilation: int | None = None, dcn: dict | None = None) -> None:
         super().__init__()
         if groups != 1 or base_width != 64:
-            raise ValueError("BasicBlock supports only groups=1 and base_width=64; use Bottleneck for ResNeXt/Wide")
+            raise ResnetkitValueError("BasicBlock supports only groups=1 and base_width=64; use Bottleneck for ResNeXt/Wide")
         if dcn is not None:
-            raise ValueError("dcn is not supported on BasicBlock (mmdet's BasicBlock has none either); "
-                             "use a Bottleneck net (depth >= 50)")
+            raise ResnetkitValueError("dcn is not supported on BasicBlock (mmdet's BasicBlock has none either); "
+                                      "use a Bottleneck net (depth >= 50)")
         d1 = first_dilation or dilation
         self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, padding=d1, dilation=d1, bias=False)
         self._add_norm(norm_layer, planes)
@@ -188,7 +189,7 @@ class Bottleneck(_ResBlock):
                  first_dilation: int | None = None, dcn: dict | None = None) -> None:
         super().__init__()
         if style not in ("pytorch", "caffe"):
-            raise ValueError(f"style must be 'pytorch' or 'caffe', got {style!r}")
+            raise ResnetkitValueError(f"style must be 'pytorch' or 'caffe', got {style!r}")
         width = int(planes * (base_width / 64.0)) * groups
         s1, s2 = (stride, 1) if style == "caffe" else (1, stride)
         self.conv1 = nn.Conv2d(inplanes, width, 1, stride=s1, bias=False)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import ResnetkitValueError
+
 
 class ZeroPadShortcut(nn.Module):
     """Subsample by ``stride`` and zero-pad the extra channels: option A of He et al. 2015, §4.2.
@@ -20,9 +22,9 @@ class ZeroPadShortcut(nn.Module):
     def __init__(self, inplanes: int, outplanes: int, stride: int = 1) -> None:
         super().__init__()
         if outplanes < inplanes or stride < 1:
-            raise ValueError(f"ZeroPadShortcut({inplanes}, {outplanes}, stride={stride}) can only add channels "
-                             "(outplanes >= inplanes) and subsample (stride >= 1); use "
-                             "resnetkit.blocks.make_shortcut for a 1×1 projection instead")
+            raise ResnetkitValueError(f"ZeroPadShortcut({inplanes}, {outplanes}, stride={stride}) can only add channels "
+                                      "(outplanes >= inplanes) and subsample (stride >= 1); use "
+                                      "resnetkit.blocks.make_shortcut for a 1×1 projection instead")
         self.inplanes, self.outplanes, self.stride = inplanes, outplanes, stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

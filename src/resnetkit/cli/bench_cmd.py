@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import ResnetkitValueError
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="images/s of resnetkit vs torchvision's eager model and each engine's own setup",
@@ -50,11 +52,11 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.batch is not None and args.batch < 1:
-        raise ValueError(f"--batch must be >= 1, got {args.batch}")
+        raise ResnetkitValueError(f"--batch must be >= 1, got {args.batch}")
     if args.iters < 1:
-        raise ValueError(f"--iters must be >= 1, got {args.iters}")
+        raise ResnetkitValueError(f"--iters must be >= 1, got {args.iters}")
     if args.dtype == "int8" and args.compile:
-        raise ValueError("--compile applies to fp32/bf16; int8 models run through their own quantized kernels")
+        raise ResnetkitValueError("--compile applies to fp32/bf16; int8 models run through their own quantized kernels")
     backends = parse_backends(args.backends)
     size_in = _input_size(args.input) if args.input else None
     refuse_openvino_telemetry()  # before anything imports OpenVINO's converter or NNCF
@@ -106,5 +108,5 @@ def _input_size(text: str) -> tuple[int, ...]:
     if len(parts) != 2:
         return parse_input_size(text)
     if not all(p.strip().isdigit() and int(p) > 0 for p in parts):
-        raise ValueError(f"--input must look like 1x3x224x224 (N x C x H x W) or 224x224 (H x W), got {text!r}")
+        raise ResnetkitValueError(f"--input must look like 1x3x224x224 (N x C x H x W) or 224x224 (H x W), got {text!r}")
     return tuple(int(p) for p in parts)

@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from ..inspect.draw import draw, output_format
 
     output_format(args.out)  # a wrong suffix or folder fails before the model is built
-    size = parse_input_size(args.input) if args.input else None
+    size = parse_input_size(args.input, batch_one=True) if args.input else None
     draw(load_target(args.target), size, args.out, fold=args.fold)
     print(f"wrote {args.out}")
     return 0

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import ResnetkitValueError
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="list registered models (optionally filtered by an fnmatch PATTERN)")
@@ -37,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
     names = list_models(args.pattern)
     if not names:
-        raise ValueError(f"no model matches {args.pattern!r}; try `resnetkit list` for all names")
+        raise ResnetkitValueError(f"no model matches {args.pattern!r}; try `resnetkit list` for all names")
     if not args.verbose:
         print("\n".join(names))
         return 0

@@ -5,6 +5,8 @@ import argparse
 import json
 from pathlib import Path
 
+from ..errors import ResnetkitValueError
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("summary", help="layer-by-layer summary (params, MACs, shapes) of a model or a layer table",
@@ -24,7 +26,8 @@ def add_target_arguments(p: argparse.ArgumentParser) -> None:
     """TARGET (a model name or a layer-table file) and ``--input``, as every inspection command takes them."""
     p.add_argument("target", metavar="NAME|TABLE_FILE", help="e.g. resnet50, or my_net.md")
     p.add_argument("--input", default=None,
-                   help="N x C x H x W, e.g. 1x3x224x224 (default: the model's or table's own size, batch 1)")
+                   help="N x C x H x W, e.g. 1x3x224x224, or C x H x W for batch 1 (default: the model's or "
+                   "table's own size, batch 1)")
 
 
 def load_target(target: str):
@@ -37,8 +40,8 @@ def load_target(target: str):
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as e:  # the codec's message alone does not say which file
-            raise ValueError(f"table file {target!r} is not UTF-8 text ({e.reason} at byte {e.start}); "
-                             "save it as UTF-8") from e
+            raise ResnetkitValueError(f"table file {target!r} is not UTF-8 text ({e.reason} at byte {e.start}); "
+                                      "save it as UTF-8") from e
         return from_table(text)
     if target not in list_models() and (path.suffix or "/" in target):
         raise FileNotFoundError(f"no such table file or model: {target!r}")
@@ -52,8 +55,10 @@ def run(args: argparse.Namespace) -> int:
     from ..inspect.trace import trace
 
     if args.depth < 0:
-        raise ValueError(f"--depth must be >= 0, got {args.depth}")
-    size = parse_input_size(args.input) if args.input else None
+        raise ResnetkitValueError(f"--depth must be >= 0, got {args.depth}")
+    size = parse_input_size(args.input, batch_one=True) if args.input else None
+    if size and len(args.input.lower().replace("×", "x").split("x")) == 3 and args.format == "table":
+        print(f"input {args.input} taken as batch 1: {'x'.join(map(str, size))}")
     model = load_target(args.target)
     size = size or (1, *getattr(model, "default_input_size", (3, 224, 224)))
     recorded = trace(model, size)  # one forward pass serves the summary and the explanation

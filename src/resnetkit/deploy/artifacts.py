@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 from torch import nn
 
+from ..errors import ResnetkitValueError
 from .autoselect import Report
 from .engines import ENGINES, get_engine
 from .engines.base import EngineError
@@ -66,7 +67,7 @@ def export(model: nn.Module, path: str | os.PathLike, format: str | None = None,
 
     out = Path(path)
     if out.suffix in (".onnx", ".xml", ".json"):
-        raise ValueError(f"export writes a folder (engine files + {META_FILE}); pass a folder path, not {out.name}")
+        raise ResnetkitValueError(f"export writes a folder (engine files + {META_FILE}); pass a folder path, not {out.name}")
     if isinstance(model, InferenceModel):
         built = model
         if format not in (None, ENGINES[built.backend].file_format):
@@ -75,7 +76,7 @@ def export(model: nn.Module, path: str | os.PathLike, format: str | None = None,
     else:
         format = format or "onnx"
         if format not in (*FORMATS, "auto"):
-            raise ValueError(f"format must be 'onnx', 'openvino' or 'auto', got {format!r}")
+            raise ResnetkitValueError(f"format must be 'onnx', 'openvino' or 'auto', got {format!r}")
         backend: Any = list(FORMATS.values()) if format == "auto" else FORMATS[format]
         built = optimize_for_inference(model, dtype=dtype, backend=backend, input_size=input_size,
                                        calibration=calibration, **options)
@@ -112,7 +113,7 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     try:
         return json.loads(meta_path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{meta_path} is not valid JSON ({e}); export the model again") from e
+        raise ResnetkitValueError(f"{meta_path} is not valid JSON ({e}); export the model again") from e
 
 
 def load_inference(path: str | os.PathLike, backend: str | None = None) -> InferenceModel:

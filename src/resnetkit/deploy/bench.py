@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from ..errors import ResnetkitValueError
 from .ceilings import measure_ceiling  # noqa: F401  (bench's public helper; lives with the other ceilings)
 from .engines.base import NOT_OFFERED
 from .peers import PEER_LABELS, Contender
@@ -78,7 +79,7 @@ def time_contenders(runners: dict[str, Runner], x: torch.Tensor, iters: int = 10
     from .autoselect import time_blocks
 
     if iters < 1:
-        raise ValueError(f"iters must be >= 1, got {iters}")
+        raise ResnetkitValueError(f"iters must be >= 1, got {iters}")
     rounds = max(1, min(rounds, iters))
     per_block = -(-iters // rounds)
     for run in runners.values():
@@ -169,8 +170,8 @@ def parse_backends(text: str | None) -> list[str] | None:
         return list(ENGINES)
     unknown = [n for n in names if n not in ENGINES]
     if unknown or not names:
-        raise ValueError(f"--backends: unknown backend {unknown[0] if unknown else text!r}; "
-                         f"use 'all' or a comma-separated list of {', '.join(ENGINES)}")
+        raise ResnetkitValueError(f"--backends: unknown backend {unknown[0] if unknown else text!r}; "
+                                  f"use 'all' or a comma-separated list of {', '.join(ENGINES)}")
     return list(dict.fromkeys(names))
 
 
@@ -300,21 +301,25 @@ def format_report(rows: list[Contender], timings: dict[str, Timing], macs: int,
     return "\n".join(lines)
 
 
-def parse_input_size(text: str) -> tuple[int, int, int, int]:
-    """'1x3x224x224' (or with ×) → (1, 3, 224, 224); a wrong form or size names the dimension at fault."""
+def parse_input_size(text: str, batch_one: bool = False) -> tuple[int, int, int, int]:
+    """'1x3x224x224' (or with ×) → (1, 3, 224, 224); with ``batch_one``, 'C x H x W' too, as torchinfo and
+    the books write it → (1, C, H, W). A wrong form or size names the dimension at fault."""
     parts = text.lower().replace("×", "x").split("x")
+    if batch_one and len(parts) == 3:
+        parts = ["1", *parts]
     if len(parts) != 4:
-        raise ValueError(f"--input {text}: give 4 sizes N x C x H x W (batch, channels, height, width), "
-                         f"e.g. 1x3x224x224; got {len(parts)}")
+        alone = " (or C x H x W for batch 1)" if batch_one else ""
+        raise ResnetkitValueError(f"--input {text}: give 4 sizes N x C x H x W (batch, channels, height, width){alone}, "
+                                  f"e.g. 1x3x224x224; got {len(parts)}")
     size = []
     for dim, part in zip(("N (batch)", "C (channels)", "H (height)", "W (width)"), parts):
         try:
             value = int(part.strip())
         except ValueError:
-            raise ValueError(f"--input {text}: {dim} is {part.strip()!r}, not a whole number; "
-                             "e.g. 1x3x224x224") from None
+            raise ResnetkitValueError(f"--input {text}: {dim} is {part.strip()!r}, not a whole number; "
+                                      "e.g. 1x3x224x224") from None
         if value < 1:
-            raise ValueError(f"--input {text}: {dim} is {value}; every size must be a positive integer, "
-                             "e.g. 1x3x224x224")
+            raise ResnetkitValueError(f"--input {text}: {dim} is {value}; every size must be a positive integer, "
+                                      "e.g. 1x3x224x224")
         size.append(value)
     return tuple(size)  # type: ignore[return-value]

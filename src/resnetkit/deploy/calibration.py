@@ -12,21 +12,23 @@ from typing import Any, Sequence
 
 import torch
 
+from ..errors import ResnetkitValueError
+
 DEFAULT_IMAGES = 512  # enough for stable int8 ranges; NNCF's default subset is 300
 
 
 def _check_batch(x: Any, chw: Sequence[int] | None) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
-        raise ValueError("calibration must be a tensor, an iterable of tensors or (inputs, targets) pairs, "
-                         f"or a data spec such as 'mnist5k'; got an item of type {type(x).__name__}")
+        raise ResnetkitValueError("calibration must be a tensor, an iterable of tensors or (inputs, targets) pairs, "
+                                  f"or a data spec such as 'mnist5k'; got an item of type {type(x).__name__}")
     if x.ndim != 4:
-        raise ValueError(f"calibration batches must be N×C×H×W, got shape {tuple(x.shape)}")
+        raise ResnetkitValueError(f"calibration batches must be N×C×H×W, got shape {tuple(x.shape)}")
     if not x.is_floating_point():
-        raise ValueError(f"calibration batches must be float tensors preprocessed as the model's inputs, "
-                         f"got {x.dtype}; or pass a data spec (e.g. 'mnist5k') to have resnetkit preprocess it")
+        raise ResnetkitValueError(f"calibration batches must be float tensors preprocessed as the model's inputs, "
+                                  f"got {x.dtype}; or pass a data spec (e.g. 'mnist5k') to have resnetkit preprocess it")
     if chw is not None and tuple(x.shape[1:]) != tuple(chw):
-        raise ValueError(f"calibration batches are {'×'.join(map(str, x.shape[1:]))} but the model is built for "
-                         f"{'×'.join(map(str, chw))} inputs; resize them, or pass input_size to match")
+        raise ResnetkitValueError(f"calibration batches are {'×'.join(map(str, x.shape[1:]))} but the model is built for "
+                                  f"{'×'.join(map(str, chw))} inputs; resize them, or pass input_size to match")
     return x.detach().float().cpu()
 
 
@@ -66,7 +68,7 @@ def calibration_batches(calibration: Any, chw: Sequence[int] | None = None, spec
     if isinstance(calibration, (str, os.PathLike)):
         in_chans = spec.in_chans if spec is not None else (chw[0] if chw is not None else in_chans)
         if in_chans is None:
-            raise ValueError("a data spec as calibration needs the model's input size: pass input_size=(N, C, H, W)")
+            raise ResnetkitValueError("a data spec as calibration needs the model's input size: pass input_size=(N, C, H, W)")
         size = tuple(chw[1:]) if chw is not None else None
         out = from_data_spec(calibration, in_chans, size, spec, max_images, batch_size=batch_size)
     elif isinstance(calibration, torch.Tensor):
@@ -75,8 +77,8 @@ def calibration_batches(calibration: Any, chw: Sequence[int] | None = None, spec
         try:
             items = iter(calibration)
         except TypeError:
-            raise ValueError(f"calibration must be a tensor, an iterable of batches or a data spec such as "
-                             f"'mnist5k', got {type(calibration).__name__}") from None
+            raise ResnetkitValueError(f"calibration must be a tensor, an iterable of batches or a data spec such as "
+                                      f"'mnist5k', got {type(calibration).__name__}") from None
         out, n = [], 0
         for item in items:
             x = item[0] if isinstance(item, (list, tuple)) else item
@@ -86,5 +88,5 @@ def calibration_batches(calibration: Any, chw: Sequence[int] | None = None, spec
             if n >= max_images:
                 break
     if not out or not sum(len(b) for b in out):
-        raise ValueError("calibration is empty: pass a few hundred representative inputs (e.g. training images)")
+        raise ResnetkitValueError("calibration is empty: pass a few hundred representative inputs (e.g. training images)")
     return out

@@ -17,6 +17,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..errors import ResnetkitValueError
+
 
 @dataclass(frozen=True)
 class Ceiling:
@@ -92,7 +94,7 @@ def ceiling(kind: str, seconds: float = 0.5) -> Ceiling:
             kernels = ENGINES["onnxruntime"].support("int8").kernels
             return Ceiling(_best_rate(*_ort_matmul_integer(), seconds), f"onnxruntime MatMulInteger, {kernels}")
         return Ceiling(_best_rate(*_torch_int_mm(), seconds), "torch._int_mm without VNNI (reference kernel)")
-    raise ValueError(f"unknown precision {kind!r}; use fp32, bf16 or int8")
+    raise ResnetkitValueError(f"unknown precision {kind!r}; use fp32, bf16 or int8")
 
 
 def measure_ceiling(kind: str, seconds: float = 0.5) -> float:

@@ -25,6 +25,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..errors import ResnetkitValueError
+
 _FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
@@ -44,8 +46,8 @@ class ChannelAffine(nn.Module):
 def bn_scale_shift(bn: _BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
     """The eval-mode affine map of ``bn`` as (scale, shift), computed in float64 for exactness."""
     if bn.running_var is None or bn.running_mean is None:
-        raise ValueError(f"{bn} has track_running_stats=False: it normalises by batch statistics "
-                         "at inference time too, so it cannot be folded into a conv")
+        raise ResnetkitValueError(f"{bn} has track_running_stats=False: it normalises by batch statistics "
+                                  "at inference time too, so it cannot be folded into a conv")
     var, mean = bn.running_var.double(), bn.running_mean.double()
     gamma = bn.weight.double() if bn.weight is not None else torch.ones_like(var)
     beta = bn.bias.double() if bn.bias is not None else torch.zeros_like(var)
@@ -137,7 +139,7 @@ def example_input_for(model: nn.Module, size: int = 64) -> torch.Tensor:
     default = getattr(model, "default_input_size", None)
     first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     if first is None:
-        raise ValueError("cannot guess an input for a model without Conv2d layers; pass example_input")
+        raise ResnetkitValueError("cannot guess an input for a model without Conv2d layers; pass example_input")
     chans = default[0] if default else first.in_channels
     p = next(model.parameters())
     return torch.randn(2, chans, size, size, generator=torch.Generator().manual_seed(0)).to(p.device, p.dtype)

@@ -15,6 +15,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..errors import ResnetkitValueError
 from .fold import fold_batchnorm
 
 
@@ -22,7 +23,7 @@ def check_input_size(input_size: Sequence[int]) -> tuple[int, ...]:
     """``input_size`` as (N, C, H, W) ints, or a ValueError saying the form."""
     size = tuple(int(s) for s in input_size)
     if len(size) != 4 or min(size) < 1:
-        raise ValueError(f"input_size must be (N, C, H, W) with positive sizes, e.g. (1, 3, 224, 224); got {input_size}")
+        raise ResnetkitValueError(f"input_size must be (N, C, H, W) with positive sizes, e.g. (1, 3, 224, 224); got {input_size}")
     return size
 
 

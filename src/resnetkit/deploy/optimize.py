@@ -16,6 +16,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 
+from ..errors import ResnetkitValueError
 from .autoselect import TOLERANCE, Candidate, choose, relative_error, top1_agreement
 from .calibration import DEFAULT_IMAGES, calibration_batches
 from .engines import ENGINES, BuildRequest, get_engine
@@ -32,12 +33,12 @@ def dtype_name(dtype: torch.dtype | str) -> str:
     if isinstance(dtype, torch.dtype):
         names = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.qint8: "int8"}
         if dtype not in names:
-            raise ValueError(f"dtype {dtype} is not supported; use torch.float32 or torch.bfloat16 "
-                             "(or 'fp32', 'bf16', 'int8', 'auto')")
+            raise ResnetkitValueError(f"dtype {dtype} is not supported; use torch.float32 or torch.bfloat16 "
+                                      "(or 'fp32', 'bf16', 'int8', 'auto')")
         return names[dtype]
     if str(dtype).lower() not in _DTYPE_NAMES:
-        raise ValueError(f"dtype {dtype!r} is not supported; use 'fp32', 'bf16', 'int8' or 'auto' "
-                         "(torch.float32 / torch.bfloat16 work too)")
+        raise ResnetkitValueError(f"dtype {dtype!r} is not supported; use 'fp32', 'bf16', 'int8' or 'auto' "
+                                  "(torch.float32 / torch.bfloat16 work too)")
     return _DTYPE_NAMES[str(dtype).lower()]
 
 
@@ -47,7 +48,7 @@ def _model_in_chans(model: nn.Module) -> int:
         return int(size[0])
     first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     if first is None:
-        raise ValueError("cannot tell the model's input channels; pass input_size=(N, C, H, W)")
+        raise ResnetkitValueError("cannot tell the model's input channels; pass input_size=(N, C, H, W)")
     return first.in_channels
 
 
@@ -151,8 +152,8 @@ def optimize_for_inference(model: nn.Module, dtype: torch.dtype | str = "fp32",
         if dtype != "auto":
             get_engine(backend).check_dtype(dtype)
     if dtype == "int8" and calibration is None:
-        raise ValueError("dtype='int8' needs calibration data: pass calibration= a few hundred real inputs "
-                         "(a tensor, a DataLoader, or a data spec such as 'mnist5k')")
+        raise ResnetkitValueError("dtype='int8' needs calibration data: pass calibration= a few hundred real inputs "
+                                  "(a tensor, a DataLoader, or a data spec such as 'mnist5k')")
     chw = tuple(input_size)[-3:] if input_size is not None else None
     calib = None
     if calibration is not None:

@@ -18,6 +18,7 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
+from ..errors import ResnetkitValueError
 from .fold import fold_batchnorm
 
 
@@ -36,18 +37,18 @@ def _batches(calibration_data: Any) -> list[torch.Tensor]:
     iterable of tensors or of (inputs, targets) pairs, such as a DataLoader."""
     if isinstance(calibration_data, torch.Tensor):
         if calibration_data.ndim != 4:
-            raise ValueError(f"calibration_data must be a N×C×H×W batch, got shape {tuple(calibration_data.shape)}")
+            raise ResnetkitValueError(f"calibration_data must be a N×C×H×W batch, got shape {tuple(calibration_data.shape)}")
         return list(calibration_data.split(32))
     out = []
     for item in calibration_data:
         x = item[0] if isinstance(item, (list, tuple)) else item
         if not isinstance(x, torch.Tensor):
-            raise ValueError("calibration_data must yield tensors or (inputs, targets) pairs, "
-                             f"got {type(x).__name__}")
+            raise ResnetkitValueError("calibration_data must yield tensors or (inputs, targets) pairs, "
+                                      f"got {type(x).__name__}")
         out.append(x)
     if not out:
-        raise ValueError("calibration_data is empty: pass a few representative input batches "
-                         "(e.g. 100-500 training images)")
+        raise ResnetkitValueError("calibration_data is empty: pass a few representative input batches "
+                                  "(e.g. 100-500 training images)")
     return out
 
 
@@ -118,8 +119,8 @@ def quantize_int8(model: nn.Module, calibration_data: torch.Tensor | Iterable[An
     model's on the calibration data is kept. The original model is not modified.
     """
     if backend not in torch.backends.quantized.supported_engines:
-        raise ValueError(f"quantization backend {backend!r} is not available here; "
-                         f"choose one of {torch.backends.quantized.supported_engines}")
+        raise ResnetkitValueError(f"quantization backend {backend!r} is not available here; "
+                                  f"choose one of {torch.backends.quantized.supported_engines}")
     batches = _batches(calibration_data)
     previous = torch.backends.quantized.engine
     torch.backends.quantized.engine = backend

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from ..errors import ResnetkitTypeError, ResnetkitValueError
 from .engines.base import EngineError, Runner
 
 # Attributes of the source model that stay readable on the inference model.
@@ -46,11 +47,11 @@ class InferenceModel(nn.Module):
     # -------------------------------------------------------------- calling
     def _check_input(self, x: Any) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
-            raise TypeError(f"expected a float32 torch tensor N×C×H×W, got {type(x).__name__}")
+            raise ResnetkitTypeError(f"expected a float32 torch tensor N×C×H×W, got {type(x).__name__}")
         if not x.is_floating_point():
-            raise TypeError(f"expected a float tensor (normalised images), got {x.dtype}")
+            raise ResnetkitTypeError(f"expected a float tensor (normalised images), got {x.dtype}")
         if x.ndim != 4:
-            raise ValueError(f"expected an N×C×H×W batch, got shape {tuple(x.shape)}")
+            raise ResnetkitValueError(f"expected an N×C×H×W batch, got shape {tuple(x.shape)}")
         if self.input_size is not None and self.backend != "torch":
             n, *chw = self.input_size
             if tuple(x.shape[1:]) != tuple(chw):
@@ -107,8 +108,8 @@ def output_structure(out: Any) -> str:
         return "tuple"
     if isinstance(out, list):
         return "list"
-    raise TypeError(f"optimize_for_inference supports models returning a tensor or a list/tuple of tensors, "
-                    f"not {type(out).__name__}")
+    raise ResnetkitTypeError(f"optimize_for_inference supports models returning a tensor or a list/tuple of tensors, "
+                             f"not {type(out).__name__}")
 
 
 def kept_attributes(model: nn.Module) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Sequence
 
 from torch import nn
 
+from ..errors import ResnetkitTypeError, ResnetkitValueError
 from ..train._deps import require
 from .diagram import Box, Column, columns, shape_text
 from .summary import batched_size, count_params, human
@@ -139,8 +140,8 @@ def output_format(path: str | Path) -> str:
     path = Path(path)
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise ValueError(f"cannot draw to {str(path)!r}: unknown file type {path.suffix or '(none)'!r}; "
-                         "give a path ending in .png or .svg")
+        raise ResnetkitValueError(f"cannot draw to {str(path)!r}: unknown file type {path.suffix or '(none)'!r}; "
+                                  "give a path ending in .png or .svg")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"cannot draw to {str(path)!r}: folder {str(path.parent)!r} does not exist")
     return fmt
@@ -177,9 +178,9 @@ def draw(model: nn.Module, input_size: Sequence[int] | None = None, path: str | 
         input_size = (1, *getattr(model, "default_input_size", (3, 224, 224)))
     input_size, _ = batched_size(model, input_size)  # (3, 224, 224) means batch 1, as for summary
     if not isinstance(fold, int) or isinstance(fold, bool):
-        raise TypeError(f"fold must be an int (the shortest run of identical blocks drawn as ×N), got {fold!r}")
+        raise ResnetkitTypeError(f"fold must be an int (the shortest run of identical blocks drawn as ×N), got {fold!r}")
     if fold < 0:
-        raise ValueError(f"fold must be >= 0 (0 draws every block), got {fold}")
+        raise ResnetkitValueError(f"fold must be >= 0 (0 draws every block), got {fold}")
     if path is not None:
         output_format(path)  # a wrong path fails before the forward pass
     recorded = trace(model, input_size)

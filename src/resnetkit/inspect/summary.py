@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
+from ..errors import ResnetkitValueError
 from .trace import Trace, trace
 
 UNITS_LINE = ("MACs = multiply-accumulates for ONE image (batch excluded) of every convolution, linear layer and "
@@ -224,7 +225,7 @@ def summary(model: nn.Module, input_size: Sequence[int] | None = None, depth: in
     (11689512, 1814073344)
     """
     if depth < 0:
-        raise ValueError(f"depth must be >= 0, got {depth}")
+        raise ResnetkitValueError(f"depth must be >= 0, got {depth}")
     if input_size is None and input_data is None:
         input_size = (1, *getattr(model, "default_input_size", (3, 224, 224)))
     input_size, note = batched_size(model, input_size)

@@ -30,6 +30,8 @@ from torch.nn.modules.pooling import _AdaptiveAvgPoolNd, _AdaptiveMaxPoolNd, _Av
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
+from ..errors import ResnetkitValueError
+
 # (jump, receptive field) per spatial axis
 Field = tuple[tuple[int, int], ...]
 ADAPTIVE = (_AdaptiveAvgPoolNd, _AdaptiveMaxPoolNd)
@@ -202,14 +204,14 @@ def zeros_input(model: nn.Module, input_size: Sequence[int] | None) -> torch.Ten
     """Zeros of ``input_size`` (with batch) on the model's device and float dtype, or a ``ValueError``
     saying what is wrong with the size."""
     if input_size is None:
-        raise ValueError("give input_size, e.g. (1, 3, 224, 224), or input_data")
+        raise ResnetkitValueError("give input_size, e.g. (1, 3, 224, 224), or input_data")
     size = tuple(int(s) for s in input_size)
     if len(size) < 2 or min(size) < 1:
-        raise ValueError(f"input_size must be (N, C, ...) with positive sizes, got {tuple(input_size)}")
+        raise ResnetkitValueError(f"input_size must be (N, C, ...) with positive sizes, got {tuple(input_size)}")
     text = "x".join(map(str, size))
     if math.prod(size) > MAX_INPUT_ELEMENTS:
-        raise ValueError(f"an input of size {text} has {math.prod(size):,} elements, more than the limit of "
-                         f"{MAX_INPUT_ELEMENTS:,}; give a smaller input size, e.g. 1x3x224x224")
+        raise ResnetkitValueError(f"an input of size {text} has {math.prod(size):,} elements, more than the limit of "
+                                  f"{MAX_INPUT_ELEMENTS:,}; give a smaller input size, e.g. 1x3x224x224")
     ref = next(iter(model.parameters()), None)
     ref = ref if ref is not None else next(iter(model.buffers()), None)
     kw = {"device": ref.device} if ref is not None else {}
@@ -217,8 +219,8 @@ def zeros_input(model: nn.Module, input_size: Sequence[int] | None) -> torch.Ten
     try:
         return torch.zeros(size, dtype=dtype, **kw)
     except (RuntimeError, MemoryError) as e:  # out of (device) memory below the cap
-        raise ValueError(f"cannot allocate an input of size {text}: out of memory; give a smaller "
-                         "input size") from e
+        raise ResnetkitValueError(f"cannot allocate an input of size {text}: out of memory; give a smaller "
+                                  "input size") from e
 
 
 class _Recorder:
@@ -299,8 +301,8 @@ def _run_recorded(model: nn.Module, input_data: torch.Tensor, recorder: _Recorde
             return model(input_data)
     except (RuntimeError, ValueError, TypeError, IndexError, MemoryError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"the forward pass of {type(model).__name__} on an input of size "
-                         f"{'x'.join(map(str, input_data.shape))} failed: {first}") from e
+        raise ResnetkitValueError(f"the forward pass of {type(model).__name__} on an input of size "
+                                  f"{'x'.join(map(str, input_data.shape))} failed: {first}") from e
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
         for h in handles:

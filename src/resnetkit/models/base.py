@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..errors import ResnetkitTypeError, ResnetkitValueError
 from ..blocks.base import Block
 from ..features import FeatureInfo, check_out_indices
 
@@ -58,8 +59,8 @@ class ResidualNet(nn.Module):
         """The top-level layers in the order forward runs them: ``for layer in net: x = layer(x)`` is
         ``net(x)`` (the d2l book's shape loop)."""
         if self.features_only:
-            raise TypeError(f"{getattr(self, 'model_name', type(self).__name__)} is a features_only backbone: it "
-                            "returns one map per level, which no loop over layers gives; iterate over .trunk()")
+            raise ResnetkitTypeError(f"{getattr(self, 'model_name', type(self).__name__)} is a features_only backbone: it "
+                                     "returns one map per level, which no loop over layers gives; iterate over .trunk()")
         names = dict.fromkeys(n.split(".")[0] for n in self.trunk_names)
         return iter([self.get_submodule(n) for n in [*names, *self.head_names]])
 
@@ -160,8 +161,8 @@ class ResidualNet(nn.Module):
         """Stages 0..frozen_stages lose ``requires_grad`` and stay in eval mode (mmdet's meaning)."""
         num_stages = len(self._stage_bounds())
         if frozen_stages >= num_stages:
-            raise ValueError(f"frozen_stages={frozen_stages} but {type(self).__name__} has stages "
-                             f"0..{num_stages - 1} (0 = stem)")
+            raise ResnetkitValueError(f"frozen_stages={frozen_stages} but {type(self).__name__} has stages "
+                                      f"0..{num_stages - 1} (0 = stem)")
         self.frozen_stages = frozen_stages
         for stage in range(frozen_stages + 1):
             for m in self._stage_modules(stage):

@@ -16,6 +16,7 @@ from typing import Sequence
 
 from torch import nn
 
+from ..errors import ResnetkitValueError
 from ..blocks import BasicBlock, Bottleneck
 from ..blocks.shortcut import ZeroPadShortcut
 from ..registry import register_model
@@ -36,10 +37,10 @@ class CifarResNet(ResNet):
                  widths: Sequence[int] = (64, 128, 256, 512), num_classes: int = 10, shortcut: str = "B",
                  **kwargs) -> None:
         if shortcut not in ("A", "B"):
-            raise ValueError(f"shortcut must be 'A' (zero-pad) or 'B' (1×1 projection), got {shortcut!r}")
+            raise ResnetkitValueError(f"shortcut must be 'A' (zero-pad) or 'B' (1×1 projection), got {shortcut!r}")
         if shortcut == "A" and kwargs.get("avg_down"):
-            raise ValueError("avg_down changes projection shortcuts; it needs shortcut='B', not the "
-                             "parameter-free option A")
+            raise ResnetkitValueError("avg_down changes projection shortcuts; it needs shortcut='B', not the "
+                                      "parameter-free option A")
         self._shortcut_kind = shortcut  # read by _make_shortcut during ResNet.__init__
         super().__init__(block, layers, num_classes=num_classes, widths=widths, **kwargs)
 

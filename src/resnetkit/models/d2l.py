@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..errors import ResnetkitValueError
 from ..blocks.d2l import Residual
 from ..features import FeatureInfo
 from ..registry import register_model
@@ -43,7 +44,7 @@ class D2LResNet(ResidualNet):
                  frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False) -> None:
         super().__init__()
         if len(layers) != 4:
-            raise ValueError(f"layers needs 4 block counts (for b2..b5), got {layers}")
+            raise ResnetkitValueError(f"layers needs 4 block counts (for b2..b5), got {layers}")
         self.num_classes = num_classes
         self.b1 = nn.Sequential(nn.Conv2d(in_chans, 64, kernel_size=7, stride=2, padding=3), nn.BatchNorm2d(64),
                                 nn.ReLU(inplace=True), nn.MaxPool2d(kernel_size=3, stride=2, padding=1))

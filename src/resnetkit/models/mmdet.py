@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from ..errors import ResnetkitTypeError, ResnetkitValueError
 from ..blocks import BasicBlock, Bottleneck
 from ..features import FeatureInfo
 from ..weights import WeightsError
@@ -55,8 +56,8 @@ class MMDetResNet(ResNet):
         num_stages = len(self.stage_ends) - 1
         out = sorted(set(out_indices)) if isinstance(out_indices, (list, tuple)) else []
         if not out or not all(isinstance(i, int) for i in out) or out[0] < 0 or out[-1] >= num_stages:
-            raise ValueError(f"out_indices {out_indices!r} must be a tuple of stage numbers 0..{num_stages - 1} "
-                             "(mmdet's numbering: 0 = C2, the first stage)")
+            raise ResnetkitValueError(f"out_indices {out_indices!r} must be a tuple of stage numbers 0..{num_stages - 1} "
+                                      "(mmdet's numbering: 0 = C2, the first stage)")
         for name in self.head_names:
             delattr(self, name)
         self.head_names, self.classifier_name = [], ""
@@ -102,8 +103,8 @@ class MMDetResNet(ResNet):
         """mmengine's ``Pretrained`` init: the file's state dict (``prefix`` keys only, prefix removed),
         loaded non-strictly as mmdet does; missing keys are warned about, a file that fits nothing is an error."""
         if "://" in str(checkpoint):
-            raise ValueError(f"init_cfg checkpoint {checkpoint!r} would be downloaded, and resnetkit never "
-                             "downloads: download it yourself and pass the local file path")
+            raise ResnetkitValueError(f"init_cfg checkpoint {checkpoint!r} would be downloaded, and resnetkit never "
+                                      "downloads: download it yourself and pass the local file path")
         sd = {strip_wrappers(k): v for k, v in read_state_dict(checkpoint).items()}
         if prefix:
             prefix = prefix if prefix.endswith(".") else prefix + "."
@@ -132,12 +133,12 @@ def _mmdet_plugins(plugins: Sequence[dict]) -> tuple[list[dict], list[str]]:
         cfg = dict(p["cfg"])
         kind = cfg.get("type")
         if kind not in _PLUGIN_ABBR:
-            raise ValueError(f"plugin {kind!r} in from_mmdet_config is not supported: only {sorted(_PLUGIN_ABBR)} "
-                             "have mmcv's parameter names here (mmcv's NonLocal2d keeps its convs in ConvModules, "
-                             "resnetkit's NonLocal does not); use create_model(..., plugins=...) for the others")
+            raise ResnetkitValueError(f"plugin {kind!r} in from_mmdet_config is not supported: only {sorted(_PLUGIN_ABBR)} "
+                                      "have mmcv's parameter names here (mmcv's NonLocal2d keeps its convs in ConvModules, "
+                                      "resnetkit's NonLocal does not); use create_model(..., plugins=...) for the others")
         name = _PLUGIN_ABBR[kind] + str(cfg.pop("postfix", ""))
         if name in names:
-            raise ValueError(f"two plugins would both be named {name!r} (as in mmdet); give each a 'postfix'")
+            raise ResnetkitValueError(f"two plugins would both be named {name!r} (as in mmdet); give each a 'postfix'")
         specs.append(dict(p, cfg=cfg))
         names.append(name)
     return specs, names
@@ -156,38 +157,38 @@ def _config_kwargs(cfg: dict) -> tuple[tuple[type, tuple[int, ...]], dict]:
     """Check an mmdet config dict and translate it into MMDetResNet's arguments."""
     kind = str(cfg.get("type", "ResNet")).removeprefix("mmdet.")
     if kind not in _TYPES:
-        raise ValueError(f"backbone type {kind!r} is not supported; from_mmdet_config builds {sorted(_TYPES)}")
+        raise ResnetkitValueError(f"backbone type {kind!r} is not supported; from_mmdet_config builds {sorted(_TYPES)}")
     allowed = set(_SAME) | _HANDLED
     if kind != "ResNeXt":  # groups and base_width are ResNeXt's alone
         allowed -= {"groups", "base_width"}
     unknown = sorted(set(cfg) - allowed)
     if unknown:
-        raise ValueError(f"{kind}: option(s) {unknown} are not supported (or not {kind}'s); "
-                         f"supported: {sorted(set(_SAME) | _HANDLED)}")
+        raise ResnetkitValueError(f"{kind}: option(s) {unknown} are not supported (or not {kind}'s); "
+                                  f"supported: {sorted(set(_SAME) | _HANDLED)}")
     if cfg.get("conv_cfg") is not None:
-        raise ValueError(f"conv_cfg={cfg['conv_cfg']!r} is not supported; only plain convs (conv_cfg=None)")
+        raise ResnetkitValueError(f"conv_cfg={cfg['conv_cfg']!r} is not supported; only plain convs (conv_cfg=None)")
     depth = cfg.get("depth")
     if depth not in DEPTHS:
-        raise ValueError(f"depth must be one of {sorted(DEPTHS)}, got {depth!r}")
+        raise ResnetkitValueError(f"depth must be one of {sorted(DEPTHS)}, got {depth!r}")
     block, layers = DEPTHS[depth]
     kwargs = dict(_TYPES[kind], norm_eval=True, zero_init_residual=True)  # mmdet's defaults
     kwargs.update({ours: cfg[theirs] for theirs, ours in _SAME.items() if theirs in cfg})
     if cfg.get("plugins"):
         if block is BasicBlock:
-            raise ValueError("plugins need a Bottleneck depth (50, 101, 152): mmdet's BasicBlock has none")
+            raise ResnetkitValueError("plugins need a Bottleneck depth (50, 101, 152): mmdet's BasicBlock has none")
         kwargs["plugins"], kwargs["plugin_names"] = _mmdet_plugins(cfg["plugins"])
     kwargs["out_indices"] = cfg.get("out_indices", (0, 1, 2, 3))
     if block is BasicBlock and any(d != 1 for d in cfg.get("dilations", ())):
-        raise ValueError("dilations on ResNet-18/34 are not supported here: mmdet's BasicBlock dilates conv1 only, "
-                         "resnetkit's follows timm (conv2 too); use create_model('resnet18', dilations=...)")
+        raise ResnetkitValueError("dilations on ResNet-18/34 are not supported here: mmdet's BasicBlock dilates conv1 only, "
+                                  "resnetkit's follows timm (conv2 too); use create_model('resnet18', dilations=...)")
     if kind == "ResNeXt":
         groups, base_width = cfg.get("groups", 1), cfg.get("base_width", 4)
         base = cfg.get("base_channels", 64)
         if not all(isinstance(v, int) and v >= 1 for v in (groups, base_width, base)):
-            raise ValueError(f"ResNeXt groups, base_width and base_channels must be positive integers, got "
-                             f"{groups!r}, {base_width!r}, {base!r}")
+            raise ResnetkitValueError(f"ResNeXt groups, base_width and base_channels must be positive integers, got "
+                                      f"{groups!r}, {base_width!r}, {base!r}")
         if groups > 1 and (base_width * 64) % base:
-            raise ValueError(f"ResNeXt base_width={base_width} with base_channels={base} is not supported")
+            raise ResnetkitValueError(f"ResNeXt base_width={base_width} with base_channels={base} is not supported")
         # mmdet ResNeXt: width = planes when groups == 1, else floor(planes * base_width / base_channels) * groups
         kwargs.update(groups=groups, width_per_group=64 if groups == 1 else base_width * 64 // base)
     return (block, layers), kwargs
@@ -202,20 +203,20 @@ def from_mmdet_config(cfg: dict) -> MMDetResNet:
     file; a ``torchvision://``/``open-mmlab://`` address is refused, since nothing is downloaded.
     """
     if not isinstance(cfg, dict):
-        raise TypeError(f"from_mmdet_config takes mmdet's backbone dict, got {type(cfg).__name__}")
+        raise ResnetkitTypeError(f"from_mmdet_config takes mmdet's backbone dict, got {type(cfg).__name__}")
     (block, layers), kwargs = _config_kwargs(cfg)
     init_cfg, pretrained = cfg.get("init_cfg"), cfg.get("pretrained")
     if init_cfg is not None and (not isinstance(init_cfg, dict) or init_cfg.get("type") != "Pretrained"):
-        raise ValueError(f"init_cfg {init_cfg!r} is not supported; only dict(type='Pretrained', checkpoint=PATH, "
-                         "prefix=...) (other inits are what the backbone does by default)")
+        raise ResnetkitValueError(f"init_cfg {init_cfg!r} is not supported; only dict(type='Pretrained', checkpoint=PATH, "
+                                  "prefix=...) (other inits are what the backbone does by default)")
     if init_cfg is not None and pretrained is not None:
-        raise ValueError("pass init_cfg or pretrained, not both (mmdet refuses that too)")
+        raise ResnetkitValueError("pass init_cfg or pretrained, not both (mmdet refuses that too)")
     model = MMDetResNet(block, layers, **kwargs)
     if pretrained is not None:
         model.load_pretrained(pretrained)
     elif init_cfg is not None:
         extra = sorted(set(init_cfg) - {"type", "checkpoint", "prefix", "map_location"})
         if extra or "checkpoint" not in init_cfg:
-            raise ValueError(f"init_cfg Pretrained needs checkpoint=PATH (and optionally prefix); got {init_cfg!r}")
+            raise ResnetkitValueError(f"init_cfg Pretrained needs checkpoint=PATH (and optionally prefix); got {init_cfg!r}")
         model.load_pretrained(init_cfg["checkpoint"], init_cfg.get("prefix"))
     return model

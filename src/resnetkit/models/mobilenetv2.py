@@ -11,6 +11,7 @@ from typing import Sequence
 
 from torch import nn
 
+from ..errors import ResnetkitValueError
 from ..blocks import ConvBNAct, InvertedResidual, make_divisible
 from ..blocks.conv import LayerFn
 from ..features import levels_from_trunk
@@ -38,7 +39,7 @@ class MobileNetV2(ResidualNet):
         super().__init__()
         setting = inverted_residual_setting or DEFAULT_SETTING
         if any(len(row) != 4 for row in setting):
-            raise ValueError(f"inverted_residual_setting rows are [t, c, n, s], got {setting}")
+            raise ResnetkitValueError(f"inverted_residual_setting rows are [t, c, n, s], got {setting}")
         norm_layer = norm_layer or nn.BatchNorm2d
         self.num_classes = num_classes
         in_ch = make_divisible(32 * width_mult, round_nearest)

@@ -15,6 +15,7 @@ from typing import NamedTuple, Sequence
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..errors import ResnetkitValueError
 from ..blocks import BasicBlock, Bottleneck, make_shortcut
 from ..blocks.norm import NormLayer, norm_abbr, norm_factory
 from ..blocks.plugins import check_plugins
@@ -41,7 +42,7 @@ def _deep_stem(in_chans: int, stem_width: int, out_chs: int, stride: int = 2,
 def _ints(name: str, values: Sequence[int], n: int) -> tuple[int, ...]:
     values = tuple(values) if isinstance(values, (list, tuple)) else (values,)
     if len(values) != n or not all(isinstance(v, int) and v >= 1 for v in values):
-        raise ValueError(f"{name} needs {n} positive integers (one per stage), got {values}")
+        raise ResnetkitValueError(f"{name} needs {n} positive integers (one per stage), got {values}")
     return values
 
 
@@ -66,12 +67,12 @@ def stage_geometry(num_stages: int, strides: Sequence[int] | None = None, dilati
     """
     if replace_stride_with_dilation is not None:
         if strides is not None or dilations is not None or contract_dilation:
-            raise ValueError("replace_stride_with_dilation (torchvision's) cannot be combined with strides/dilations/"
-                             "contract_dilation (mmdet's); use one vocabulary")
+            raise ResnetkitValueError("replace_stride_with_dilation (torchvision's) cannot be combined with strides/dilations/"
+                                      "contract_dilation (mmdet's); use one vocabulary")
         flags = tuple(replace_stride_with_dilation)
         if len(flags) != num_stages - 1:
-            raise ValueError(f"replace_stride_with_dilation needs {num_stages - 1} booleans (one per stage after "
-                             f"the first), got {replace_stride_with_dilation}")
+            raise ResnetkitValueError(f"replace_stride_with_dilation needs {num_stages - 1} booleans (one per stage after "
+                                      f"the first), got {replace_stride_with_dilation}")
         out, dilation = [Stage(1, 1, 1)], 1
         for flag in flags:
             previous = dilation
@@ -87,7 +88,7 @@ def stage_geometry(num_stages: int, strides: Sequence[int] | None = None, dilati
 def _dilation_flags(output_stride: int, stem_reduction: int, num_stages: int) -> list[bool]:
     """timm's ``output_stride``: the stages that would pass it trade their stride for dilation."""
     if output_stride not in (8, 16, 32):
-        raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+        raise ResnetkitValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
     net, flags = stem_reduction, []
     for _ in range(1, num_stages):
         flags.append(net >= output_stride)
@@ -144,7 +145,7 @@ class ResNet(ResidualNet):
     ) -> None:
         super().__init__()
         if style not in ("pytorch", "caffe"):
-            raise ValueError(f"style must be 'pytorch' or 'caffe', got {style!r}")
+            raise ResnetkitValueError(f"style must be 'pytorch' or 'caffe', got {style!r}")
         layers, widths = _stage_plan(layers, widths, num_stages, base_channels)
         self.norm_layer = norm_factory(norm_cfg, norm_layer)
         self.groups, self.base_width = groups, width_per_group
@@ -158,8 +159,8 @@ class ResNet(ResidualNet):
         info = [dict(num_chs=self.inplanes, reduction=c1_reduction, module=self.c1_module)] if c1_reduction > 1 else []
         if output_stride is not None and (replace_stride_with_dilation is not None or strides is not None or
                                           dilations is not None):
-            raise ValueError("output_stride (timm's) cannot be combined with replace_stride_with_dilation "
-                             "(torchvision's) or strides/dilations (mmdet's); use one vocabulary")
+            raise ResnetkitValueError("output_stride (timm's) cannot be combined with replace_stride_with_dilation "
+                                      "(torchvision's) or strides/dilations (mmdet's); use one vocabulary")
         flags = replace_stride_with_dilation if output_stride is None else \
             _dilation_flags(output_stride, reduction, len(layers))
         geometry = stage_geometry(len(layers), strides, dilations, contract_dilation, flags)
@@ -264,10 +265,10 @@ def _stage_plan(layers: Sequence[int], widths: Sequence[int], num_stages: int | 
                 base_channels: int | None) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Blocks and base width per stage after mmdet's ``num_stages`` and ``base_channels`` (stage i: base × 2^i)."""
     if len(layers) != len(widths):
-        raise ValueError(f"layers {tuple(layers)} and widths {tuple(widths)} need one entry per stage")
+        raise ResnetkitValueError(f"layers {tuple(layers)} and widths {tuple(widths)} need one entry per stage")
     n = len(layers) if num_stages is None else num_stages
     if not isinstance(n, int) or not 1 <= n <= len(layers):
-        raise ValueError(f"num_stages must be 1..{len(layers)} for this model, got {num_stages!r}")
+        raise ResnetkitValueError(f"num_stages must be 1..{len(layers)} for this model, got {num_stages!r}")
     widths = tuple(base_channels * 2 ** i for i in range(n)) if base_channels else tuple(widths)[:n]
     return tuple(layers)[:n], widths
 
@@ -276,12 +277,12 @@ def _dcn_stages(dcn: dict | None, stage_with_dcn: Sequence[bool] | None, n: int)
     """Which stages get ``dcn``: mmdet's ``stage_with_dcn``, required with ``dcn`` so that neither is ignored."""
     if dcn is None:
         if stage_with_dcn is not None and any(stage_with_dcn):
-            raise ValueError("stage_with_dcn selects stages for dcn, but no dcn was given; add "
-                             "dcn=dict(type='DCNv2', deform_groups=1)")
+            raise ResnetkitValueError("stage_with_dcn selects stages for dcn, but no dcn was given; add "
+                                      "dcn=dict(type='DCNv2', deform_groups=1)")
         return (False,) * n
     if not isinstance(stage_with_dcn, (list, tuple)) or len(stage_with_dcn) != n:
-        raise ValueError(f"dcn needs stage_with_dcn with {n} booleans saying which stages get it, "
-                         f"e.g. {(False,) + (True,) * (n - 1)}; got {stage_with_dcn}")
+        raise ResnetkitValueError(f"dcn needs stage_with_dcn with {n} booleans saying which stages get it, "
+                                  f"e.g. {(False,) + (True,) * (n - 1)}; got {stage_with_dcn}")
     return tuple(bool(s) for s in stage_with_dcn)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import ResnetkitValueError
 from ..weights.io import atomic_path, remove_stale_temporaries, save_weights
 from ._deps import require
 
@@ -69,9 +70,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle, zip and weights_only errors all mean the same to the user
-        raise ValueError(f"{path} is not a loadable checkpoint: {e}") from e
+        raise ResnetkitValueError(f"{path} is not a loadable checkpoint: {e}") from e
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a resnetkit training checkpoint (no '{CHECKPOINT_FORMAT}' format tag)")
+        raise ResnetkitValueError(f"{path} is not a resnetkit training checkpoint (no '{CHECKPOINT_FORMAT}' format tag)")
     return state
 
 
@@ -95,10 +96,10 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
                 meta = (f.metadata() or {}).get("resnetkit")
                 tensors = {k: f.get_tensor(k) for k in f.keys()}
         except (SafetensorError, OSError) as e:
-            raise ValueError(f"{path} is not a readable safetensors file: {e}") from e
+            raise ResnetkitValueError(f"{path} is not a readable safetensors file: {e}") from e
         if meta is None:
-            raise ValueError(f"{path} has no resnetkit training metadata (model name, classes, input size); "
-                             "use a best.safetensors written by `resnetkit train`, or its last.pt")
+            raise ResnetkitValueError(f"{path} has no resnetkit training metadata (model name, classes, input size); "
+                                      "use a best.safetensors written by `resnetkit train`, or its last.pt")
         return tensors, json.loads(meta)
     state = load_checkpoint(path)
     return state["model"], state["meta"]

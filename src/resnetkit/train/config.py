@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from ..errors import ResnetkitValueError
+
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 
@@ -46,25 +48,25 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+            raise ResnetkitValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+            raise ResnetkitValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ResnetkitValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+            raise ResnetkitValueError(f"lr must be > 0, got {self.lr}")
         if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+            raise ResnetkitValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.warmup < 0 or self.weight_decay < 0 or self.augment_shift < 0 or self.workers < 0:
-            raise ValueError("warmup, weight_decay, augment_shift and workers must be >= 0")
+            raise ResnetkitValueError("warmup, weight_decay, augment_shift and workers must be >= 0")
         for name in ("image_size", "max_samples"):  # None means: the data's own size / all of the data
             if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1 (or left unset), got {getattr(self, name)}")
+                raise ResnetkitValueError(f"{name} must be >= 1 (or left unset), got {getattr(self, name)}")
         if self.clip_grad is not None and self.clip_grad <= 0:
-            raise ValueError(f"clip_grad must be > 0 (or None), got {self.clip_grad}")
+            raise ResnetkitValueError(f"clip_grad must be > 0 (or None), got {self.clip_grad}")
         if self.resume and not self.out:
-            raise ValueError("resume needs the run folder: set out")
+            raise ResnetkitValueError("resume needs the run folder: set out")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import ResnetkitError
+from ..errors import ResnetkitError, ResnetkitTypeError, ResnetkitValueError
 from ._deps import require
 
 SPLITS = ("train", "test")
@@ -44,7 +44,7 @@ class ArrayDataset(Dataset):
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes: Sequence[str], name: str) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
-            raise TypeError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+            raise ResnetkitTypeError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
         if len(images) != len(labels):
             raise DataError(f"{name}: {len(images)} images but {len(labels)} labels")
         self.images, self.labels = images, labels.long()
@@ -108,7 +108,7 @@ class ImageFolderDataset(Dataset):
 
     def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self.image_size is None:
-            raise ValueError("ImageFolderDataset.image_size must be set before batching (images differ in size)")
+            raise ResnetkitValueError("ImageFolderDataset.image_size must be set before batching (images differ in size)")
         images, used = zip(*(self._load_or_next(i) for i in indices))
         idx = torch.as_tensor(used, dtype=torch.long)
         return torch.stack(images), self.labels[idx], idx
@@ -389,7 +389,7 @@ def load_dataset(spec: str | os.PathLike, split: str = "train",
     differ in size; array datasets keep their native size and are resized per batch.
     """
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise ResnetkitValueError(f"split must be one of {SPLITS}, got {split!r}")
     if str(spec) == "mnist5k":
         return load_mnist5k(split)
     root = Path(spec).expanduser()

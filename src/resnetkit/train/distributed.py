@@ -13,6 +13,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..errors import ResnetkitValueError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -50,13 +52,13 @@ def resolve_device(name: str) -> torch.device:
     except RuntimeError:  # torch's message lists ~20 device types this package does not support
         device = None
     if device is None or device.type not in ("cpu", "cuda"):
-        raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N")
+        raise ResnetkitValueError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N")
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"--device {name} was asked for but CUDA is not available; use --device cpu")
+            raise ResnetkitValueError(f"--device {name} was asked for but CUDA is not available; use --device cpu")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA devices "
-                             "(cuda:0 ...)")
+            raise ResnetkitValueError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA devices "
+                                      "(cuda:0 ...)")
         if device.index is None:
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)

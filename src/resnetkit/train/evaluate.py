@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ResnetkitValueError
 from .checkpoint import read_model_file
 from .data import batch_loader, load_image
 from .distributed import DistInfo, all_sum
@@ -84,16 +85,16 @@ def load_trained(path: str | os.PathLike, device: torch.device | str = "cpu") ->
 
     state, meta = read_model_file(path)
     if not meta.get("model"):
-        raise ValueError(f"{path} does not record which model it holds; it was trained from a Python model "
-                         "object, so rebuild that model and load the weights with load_state_dict")
+        raise ResnetkitValueError(f"{path} does not record which model it holds; it was trained from a Python model "
+                                  "object, so rebuild that model and load the weights with load_state_dict")
     model = create_model(meta["model"], num_classes=meta["num_classes"], **meta.get("model_kwargs", {}))
     try:
         model.load_state_dict(state)
     except RuntimeError as e:  # torch lists every bad key over many lines: keep the first problem
         lines = str(e).strip().splitlines()
         first = (lines[1] if len(lines) > 1 else lines[0]).strip()
-        raise ValueError(f"{path}: its weights do not fit the model its metadata names ({meta['model']}, "
-                         f"{meta['num_classes']} classes): {first[:200]}") from e
+        raise ResnetkitValueError(f"{path}: its weights do not fit the model its metadata names ({meta['model']}, "
+                                  f"{meta['num_classes']} classes): {first[:200]}") from e
     return model.to(device).eval(), meta
 
 
@@ -131,7 +132,7 @@ def predict(model: nn.Module, images: Sequence[str | os.PathLike], meta: dict[st
     paths = [Path(p) for p in images]
     for p in paths:
         if p.is_dir():
-            raise ValueError(f"{p} is a folder, not an image file; pass the image files themselves")
+            raise ResnetkitValueError(f"{p} is a folder, not an image file; pass the image files themselves")
         if not p.is_file():
             raise FileNotFoundError(f"image {p} does not exist")
     x = torch.stack([load_image(p, mode, spec.data_size or spec.image_size) for p in paths])

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import ResnetkitValueError
 from ..weights.io import cpu_state_dict
 from . import checkpoint as ckpt
 from . import distributed as dist
@@ -132,8 +133,8 @@ class Trainer:
         self.device = dist.resolve_device(cfg.device)
         self.dist = dist.setup(self.device)
         if cfg.batch_size % self.dist.world:
-            raise ValueError(f"batch_size {cfg.batch_size} (the global batch) must divide evenly over "
-                             f"{self.dist.world} processes")
+            raise ResnetkitValueError(f"batch_size {cfg.batch_size} (the global batch) must divide evenly over "
+                                      f"{self.dist.world} processes")
         self.progress, self.verbose = progress and self.dist.is_main, verbose and self.dist.is_main
         self.out = Path(cfg.out) if cfg.out else None
         if self.out and self.dist.is_main:  # fail now, not after the first epoch has trained
@@ -170,8 +171,8 @@ class Trainer:
 
         self.steps_per_epoch = len(self.train_data) // cfg.batch_size
         if self.steps_per_epoch == 0:
-            raise ValueError(f"batch_size {cfg.batch_size} is larger than the {len(self.train_data)} "
-                             "training images; lower --batch-size")
+            raise ResnetkitValueError(f"batch_size {cfg.batch_size} is larger than the {len(self.train_data)} "
+                                      "training images; lower --batch-size")
         self.optimizer = self._optimizer()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, LRSchedule(cfg.schedule, cfg.epochs * self.steps_per_epoch,
@@ -198,7 +199,7 @@ class Trainer:
             if isinstance(ds, ImageFolderDataset):
                 ds.image_size = size
         if self.test_data.channels != data.channels:
-            raise ValueError(f"train data has {data.channels} channels but test data {self.test_data.channels}")
+            raise ResnetkitValueError(f"train data has {data.channels} channels but test data {self.test_data.channels}")
         mean, std = data.channel_stats()
         return InputSpec(_model_in_chans(model), data.channels, size, mean, std, tuple(data.image_size))
 

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import ResnetkitValueError
+
 _ORDER, _SHIFT = 0, 1  # purposes mixed into the seed so that order and augmentation are independent
 
 
@@ -85,8 +87,8 @@ def prepare_batch(x: torch.Tensor, spec: InputSpec, device: torch.device | str =
     """uint8 (N, C, H, W) -> float model input: shift, resize, normalise, match channels."""
     x = x.to(device, non_blocking=True).float().div_(255)
     if x.shape[1] != spec.data_chans:
-        raise ValueError(f"images have {x.shape[1]} channels but this model was trained on "
-                         f"{spec.data_chans}-channel data")
+        raise ResnetkitValueError(f"images have {x.shape[1]} channels but this model was trained on "
+                                  f"{spec.data_chans}-channel data")
     if shifts is not None:
         x = shift_images(x, shifts)
     if tuple(x.shape[-2:]) != tuple(spec.image_size):
@@ -100,5 +102,5 @@ def prepare_batch(x: torch.Tensor, spec: InputSpec, device: torch.device | str =
         elif spec.in_chans == 1:        # colour into a grey model: ITU-R 601 luma
             x = (x * torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
         else:
-            raise ValueError(f"cannot feed {spec.data_chans}-channel images to a {spec.in_chans}-channel model")
+            raise ResnetkitValueError(f"cannot feed {spec.data_chans}-channel images to a {spec.in_chans}-channel model")
     return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)

@@ -5,6 +5,7 @@ one line in ``ENGINES`` (or ``register_engine`` at run time).
 """
 from __future__ import annotations
 
+from ...errors import ResnetkitValueError
 from .base import DTYPES, BuildRequest, Engine, EngineError, MissingEngineError, Runner
 from .onnxruntime_engine import OnnxRuntimeEngine
 from .openvino_engine import OpenVinoEngine
@@ -23,7 +24,7 @@ def get_engine(name: str) -> Engine:
 def register_engine(engine: Engine, override: bool = False) -> None:
     """Add an engine (an :class:`Engine` instance with a ``name``); refuses to replace one unless ``override``."""
     if engine.name in ENGINES and not override:
-        raise ValueError(f"backend {engine.name!r} already exists; pass override=True to replace it")
+        raise ResnetkitValueError(f"backend {engine.name!r} already exists; pass override=True to replace it")
     ENGINES[engine.name] = engine
 
 
