@@ -9,6 +9,7 @@ import torchvision
 from torch import nn
 
 import resnetkit as rk
+from resnetkit.cli import main
 from helpers import count_params, give_trained_bn_stats
 
 # Residual units per model, from the papers' stage depths (ResNet 2-2-2-2 … 3-8-36-3, CIFAR 3n per stage,
@@ -166,6 +167,29 @@ def test_paper_table_with_every_depth_needs_a_column():
     assert count_params(net) == 9408 + 128 + 215_808 + 256 * 1000 + 1000
     with pytest.raises(rk.TableError, match="no architecture column '34-layer'"):
         rk.from_table(full, column="34-layer")
+
+
+def _paper_all_depths() -> str:
+    """The ResNet paper's Table 1 as printed: one architecture column per depth, 18 to 152."""
+    depths = sorted(TORCHVISION_PARAMS)
+    columns = [_paper(d).splitlines() for d in depths]
+    rows = []
+    for cells in zip(*columns):
+        parts = [c.strip().strip("|").split("|") for c in cells]
+        rows.append("| " + " | ".join([parts[0][0].strip(), parts[0][1].strip()] + [p[2].strip() for p in parts]) + " |")
+    return "\n".join(rows)
+
+
+@pytest.mark.parametrize("depth", sorted(TORCHVISION_PARAMS))
+def test_each_column_of_the_five_column_table_1_is_torchvisions_resnet(depth, tmp_path, capsys):
+    table = _paper_all_depths()
+    assert table.splitlines()[0] == "| layer name | output size | 18-layer | 34-layer | 50-layer | 101-layer | 152-layer |"
+    with torch.device("meta"):
+        assert count_params(rk.from_table(table, column=f"{depth}-layer")) == TORCHVISION_PARAMS[depth]
+    path = tmp_path / "table1.md"
+    path.write_text(table)
+    assert main(["summary", str(path), "--column", f"{depth}-layer", "--depth", "0"]) == 0
+    assert f"{TORCHVISION_PARAMS[depth]:,}" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("change, message", [

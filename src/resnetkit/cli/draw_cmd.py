@@ -25,6 +25,6 @@ def run(args: argparse.Namespace) -> int:
 
     output_format(args.out)  # a wrong suffix or folder fails before the model is built
     size = parse_input_size(args.input, batch_one=True) if args.input else None
-    draw(load_target(args.target), size, args.out, fold=args.fold)
+    draw(load_target(args.target, args.column), size, args.out, fold=args.fold)
     print(f"wrote {args.out}")
     return 0

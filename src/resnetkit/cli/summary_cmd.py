@@ -25,13 +25,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 def add_target_arguments(p: argparse.ArgumentParser) -> None:
     """TARGET (a model name or a layer-table file) and ``--input``, as every inspection command takes them."""
     p.add_argument("target", metavar="NAME|TABLE_FILE", help="e.g. resnet50, or my_net.md")
+    p.add_argument("--column", default=None, metavar="NAME",
+                   help="for a table with several architecture columns (the ResNet paper's Table 1): the one to "
+                   "build, e.g. 50-layer")
     p.add_argument("--input", default=None,
                    help="N x C x H x W, e.g. 1x3x224x224, or C x H x W for batch 1 (default: the model's or "
                    "table's own size, batch 1)")
 
 
-def load_target(target: str):
-    """A registered model by name, or the network a layer-table file describes."""
+def load_target(target: str, column: str | None = None):
+    """A registered model by name, or the network a layer-table file describes (``column``: which of its
+    architecture columns)."""
     from ..registry import create_model, list_models
     from ..tables import from_table
 
@@ -42,7 +46,10 @@ def load_target(target: str):
         except UnicodeDecodeError as e:  # the codec's message alone does not say which file
             raise ResnetkitValueError(f"table file {target!r} is not UTF-8 text ({e.reason} at byte {e.start}); "
                                       "save it as UTF-8") from e
-        return from_table(text)
+        return from_table(text, column=column)
+    if column is not None:
+        raise ResnetkitValueError(f"--column {column}: {target!r} is a model name; --column picks a column of a "
+                                  "layer-table file")
     if target not in list_models() and (path.suffix or "/" in target):
         raise FileNotFoundError(f"no such table file or model: {target!r}")
     return create_model(target)
@@ -59,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     size = parse_input_size(args.input, batch_one=True) if args.input else None
     if size and len(args.input.lower().replace("×", "x").split("x")) == 3 and args.format == "table":
         print(f"input {args.input} taken as batch 1: {'x'.join(map(str, size))}")
-    model = load_target(args.target)
+    model = load_target(args.target, args.column)
     size = size or (1, *getattr(model, "default_input_size", (3, 224, 224)))
     recorded = trace(model, size)  # one forward pass serves the summary and the explanation
     report = SummaryReport(recorded, args.depth)
