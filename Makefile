@@ -9,7 +9,7 @@ $(STAMP): pyproject.toml
 	python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[train,deploy,test]'
+	$(PY) -m pip install -q -e '.[train,deploy,explain,test]'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -13,6 +13,7 @@ from .deploy import export, export_onnx, load_inference, optimize_for_inference,
 from .train import TrainConfig, Trainer, fit  # torch only: tqdm/matplotlib/mlxtend load on use
 from .inspect import explain, summary
 from .inspect.draw import draw
+from .inspect.cam import cam
 from .tables import TableError, from_table, to_table
 
 from ._version import __version__
@@ -22,6 +23,6 @@ __all__ = ["create_model", "list_models", "register_model", "register_plugin", "
            "summary", "explain", "draw", "from_table", "to_table", "TableError", *_blocks_all]
 __all__ += ["Trainer", "TrainConfig", "fit"]
 __all__ += ["load_weights", "save_weights", "WeightsError", "LoadResult"]
-__all__ += ["with_fpn"]
+__all__ += ["with_fpn", "cam"]
 __all__ += ["ResnetkitError"]
 __all__ += ["from_mmdet_config"]

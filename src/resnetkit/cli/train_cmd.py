@@ -87,6 +87,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--invert", action="store_true",
                    help="flip every pixel (255 - v) first: a dark digit on a light background, for a model trained "
                    "on MNIST's light digits on black (predict warns when an image needs it)")
+    q.add_argument("--cam", default=None, metavar="OUTDIR",
+                   help="also write a Grad-CAM picture per image to OUTDIR: the image with a heat map of where the "
+                   "model looked for its top class (the last stage's output; needs pip install 'resnetkit[explain]')")
     q.add_argument("--device", default="auto")
     add_backend_arguments(q)
     q.set_defaults(func=run_predict)
@@ -182,4 +185,40 @@ def run_predict(args: argparse.Namespace) -> int:
         print(f"resnetkit predict: warning: {w.message}", file=sys.stderr)
     for path, top in zip(args.images, results):
         print(f"{path}: " + ", ".join(f"{name} {100 * p:.2f}%" for name, p in top))
+    if args.cam:
+        for line in write_cams(args, meta):
+            print(line)
     return 0
+
+
+def write_cams(args: argparse.Namespace, meta: dict[str, Any]) -> list[str]:
+    """``predict --cam OUTDIR``: one PNG per image, the image at its own size under its Grad-CAM heat map."""
+    from PIL import Image
+
+    from ..inspect.cam import cam, overlay
+    from ..train import InputSpec, load_trained
+    from ..train.data import load_image
+    from ..train.transforms import prepare_batch
+    from .export_cmd import exported_folder
+
+    if exported_folder(args.checkpoint) is not None:
+        raise CLIError("--cam needs the trained checkpoint (best.safetensors or last.pt): an exported engine "
+                       "has no gradients to explain with")
+    model, _ = load_trained(args.checkpoint, "cpu")
+    spec = InputSpec.from_dict(meta["input"])
+    mode = "L" if spec.data_chans == 1 else "RGB"
+    out = Path(args.cam)
+    out.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for path in map(Path, args.images):
+        x = load_image(path, mode, spec.data_size or spec.image_size)
+        x = 255 - x if args.invert else x
+        heat = cam(model, prepare_batch(x[None], spec)[0])
+        with Image.open(path) as img:
+            shown = Image.eval(img.convert("RGB"), lambda v: 255 - v) if args.invert else img.convert("RGB")
+            picture = overlay(shown, heat)
+        target = out / f"{path.stem}.cam.png"
+        picture.save(target)
+        lines.append(f"{target}: Grad-CAM of {heat.layer} (the last stage) for "  # type: ignore[attr-defined]
+                     f"{meta['classes'][heat.class_idx]!r}")  # type: ignore[attr-defined]
+    return lines
