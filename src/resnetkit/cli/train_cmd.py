@@ -63,6 +63,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help=f"run folder (default {d.out})")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t = p.add_argument_group("fine-tuning")
+    t.add_argument("--pretrained", default=None, metavar="FILE",
+                   help="start from this checkpoint (torchvision, timm, mmdet or resnetkit file): every tensor that "
+                   "fits is loaded, the head is new for the data's classes (the log names both)")
+    t.add_argument("--freeze-stages", type=int, default=None, metavar="N",
+                   help="stages 0..N (0 = stem) keep their weights and BN statistics")
+    t.add_argument("--head-lr-mult", type=float, default=None, metavar="M",
+                   help="the head's learning rate is --lr x M (e.g. 10 with a low --lr: the body moves slowly)")
+    t.add_argument("--mixup", type=float, default=None, metavar="ALPHA", help="torchvision's MixUp (e.g. 0.2)")
+    t.add_argument("--cutmix", type=float, default=None, metavar="ALPHA", help="torchvision's CutMix (e.g. 1.0)")
+    t.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                   help="keep an exponential moving average of the weights (e.g. 0.999): it is what is evaluated "
+                   "and saved")
     p.set_defaults(func=run_train)
 
     e = sub.add_parser("eval", help="accuracy and confusion matrix of a trained checkpoint",
@@ -97,7 +110,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 _ARG_FIELDS = ["model", "data", "epochs", "batch_size", "lr", "optimizer", "momentum", "schedule", "warmup",
                "label_smoothing", "weight_decay", "clip_grad", "augment_shift", "image_size", "seed", "device",
-               "amp", "workers", "max_samples", "out"]
+               "amp", "workers", "max_samples", "out", "pretrained", "freeze_stages", "head_lr_mult", "mixup", "cutmix",
+               "ema"]
 
 
 def _config(args: argparse.Namespace):  # noqa: ANN202

@@ -45,6 +45,13 @@ class TrainConfig:
     out: str | None = "runs/train"
     resume: bool = False
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    # fine-tuning: a checkpoint for the body (a new head for the data's classes), frozen stages, the head's lr
+    pretrained: str | None = None
+    freeze_stages: int = -1
+    head_lr_mult: float = 1.0
+    mixup: float = 0.0                      # alpha of torchvision's MixUp (0: off)
+    cutmix: float = 0.0                     # alpha of torchvision's CutMix (0: off)
+    ema: float | None = None                # decay of an exponential moving average of the weights
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -65,6 +72,10 @@ class TrainConfig:
                 raise ResnetkitValueError(f"{name} must be >= 1 (or left unset), got {getattr(self, name)}")
         if self.clip_grad is not None and self.clip_grad <= 0:
             raise ResnetkitValueError(f"clip_grad must be > 0 (or None), got {self.clip_grad}")
+        if self.mixup < 0 or self.cutmix < 0 or self.head_lr_mult <= 0:
+            raise ResnetkitValueError("mixup and cutmix must be >= 0 and head_lr_mult > 0")
+        if self.ema is not None and not 0 < self.ema < 1:
+            raise ResnetkitValueError(f"ema is a decay in (0, 1), e.g. 0.999; got {self.ema}")
         if self.resume and not self.out:
             raise ResnetkitValueError("resume needs the run folder: set out")
 

@@ -98,6 +98,17 @@ def _model_seed(seed: int, rank: int, epoch: int = 0) -> int:
     return int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1, dtype=np.uint64)[0])
 
 
+def _mixer(cfg: TrainConfig, num_classes: int) -> Callable | None:
+    """torchvision's MixUp and/or CutMix (one of them per batch when both are on), or None."""
+    if not (cfg.mixup or cfg.cutmix):
+        return None
+    from torchvision.transforms import v2
+
+    mixes = ([v2.MixUp(alpha=cfg.mixup, num_classes=num_classes)] if cfg.mixup else []) + \
+            ([v2.CutMix(alpha=cfg.cutmix, num_classes=num_classes)] if cfg.cutmix else [])
+    return mixes[0] if len(mixes) == 1 else v2.RandomChoice(mixes)
+
+
 def amp_choice(amp: bool, device: torch.device) -> tuple[bool, str]:
     """Whether ``--amp`` really autocasts, and why not. On a CPU without bf16 instructions (AMX-BF16,
     AVX512-BF16) oneDNN converts around every multiply or refuses: a training step of resnet20 (32 px,
@@ -155,6 +166,12 @@ class Trainer:
             from ..registry import create_model
 
             model = create_model(cfg.model, num_classes=len(classes), **cfg.model_kwargs)
+        if cfg.pretrained:
+            self._load_body(model, cfg.pretrained, len(classes))
+        if cfg.freeze_stages >= 0:
+            if not hasattr(model, "freeze_stages"):
+                raise ResnetkitValueError(f"freeze_stages: {type(model).__name__} has no stages to freeze")
+            model.freeze_stages(cfg.freeze_stages)
         # create_model tags models with their name; eval/predict rebuild the model from it.
         self.model_name = getattr(model, "model_name", None)
         self.model_kwargs = cfg.model_kwargs if self.model_name == cfg.model else {}
@@ -177,6 +194,11 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, LRSchedule(cfg.schedule, cfg.epochs * self.steps_per_epoch,
                                        round(cfg.warmup * self.steps_per_epoch)))
+        self.mix = _mixer(cfg, len(classes))
+        # The EMA copy (torch's AveragedModel) is what is evaluated and saved as best.safetensors.
+        self.ema = (torch.optim.swa_utils.AveragedModel(self.net, multi_avg_fn=torch.optim.swa_utils
+                                                        .get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+                    if cfg.ema else None)
         fp16 = self.amp and self.device.type == "cuda" and not torch.cuda.is_bf16_supported()
         self.scaler = torch.amp.GradScaler("cuda", enabled=fp16)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
@@ -203,9 +225,33 @@ class Trainer:
         mean, std = data.channel_stats()
         return InputSpec(_model_in_chans(model), data.channels, size, mean, std, tuple(data.image_size))
 
+    def _load_body(self, model: nn.Module, path: str, num_classes: int) -> None:
+        """Fine-tuning: every tensor of ``path`` that fits, the head left new for the data's classes."""
+        from ..weights import load_weights
+
+        with warnings.catch_warnings():  # the classifier of another size is expected here: said below
+            warnings.simplefilter("ignore")
+            result = load_weights(model, path, strict=False)
+        keys = model.state_dict().keys()
+        total = len(keys)
+        skipped = set(result.missing_keys) | set(result.mismatched_keys) | set(result.ignored_keys)
+        new = sorted(k for k in keys if k in skipped)
+        self._log(f"pretrained {path}: {total - len(new)} of {total} tensors loaded"
+                  + (f" ({result.layout} layout)" if result.layout else "")
+                  + (f"; new for the {num_classes} classes here: {', '.join(new)}" if new else ""))
+        if len(new) == total:
+            raise ResnetkitValueError(f"pretrained {path}: no tensor fits {self.config.model}; is it a checkpoint "
+                                      "of that model?")
+
     def _optimizer(self) -> torch.optim.Optimizer:
         cfg = self.config
         groups = param_groups(self.net, cfg.weight_decay)
+        if cfg.head_lr_mult != 1.0 and hasattr(self.net, "get_classifier"):
+            head = {id(p) for p in self.net.get_classifier().parameters()}
+            groups = [{**g, "params": [p for p in g["params"] if id(p) in head], "lr": cfg.lr * cfg.head_lr_mult}
+                      for g in groups] + [{**g, "params": [p for p in g["params"] if id(p) not in head]}
+                                          for g in groups]
+            groups = [g for g in groups if g["params"]]
         if cfg.optimizer == "sgd":
             return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
         return torch.optim.AdamW(groups, lr=cfg.lr)
@@ -227,7 +273,7 @@ class Trainer:
                 "scheduler": sched, "scaler": self.scaler.state_dict(),
                 "rng": dist.all_gather_object(ckpt.rng_state(), self.dist),   # one per rank
                 "config": self.config.to_dict(), "history": self.history, "best_acc": self.best_acc,
-                "meta": self.meta()}
+                "meta": self.meta(), **({"ema": cpu_state_dict(self.ema)} if self.ema is not None else {})}
 
     def _resume(self) -> None:
         path = self.out / "last.pt"
@@ -239,6 +285,8 @@ class Trainer:
             warnings.warn(f"resuming {path} with changed settings ({'; '.join(changed)}): the run will not "
                           "match an uninterrupted one", stacklevel=3)
         self.net.load_state_dict(state["model"])
+        if self.ema is not None and "ema" in state:
+            self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -265,7 +313,7 @@ class Trainer:
         # last.pt goes last: it marks the epoch done, so a run killed before it redoes the epoch (bit for
         # bit) and rewrites the other files; killed after it, every file it refers to is already there.
         if improved:
-            ckpt.save_model_file(self.net, self.out / "best.safetensors",
+            ckpt.save_model_file(self.final_model, self.out / "best.safetensors",
                                  {**self.meta(), "epoch": self.epoch, "test_acc": self.best_acc})
         ckpt.write_metrics(self.out / "metrics.csv", self.history)
         ckpt.plot_curves(self.out / "curves.png", self.history)
@@ -317,9 +365,10 @@ class Trainer:
             x = prepare_batch(images, self.spec, self.device, self.channels_last,
                               shifts[idx] if shifts is not None else None)
             y = labels.to(self.device, non_blocking=True)
+            x, target = self.mix(x, y) if self.mix is not None else (x, y)   # soft targets when mixing
             with autocast(self.device, self.amp):
                 logits = self.model(x)
-            loss = self.criterion(logits.float(), y)
+            loss = self.criterion(logits.float(), target)
             self._check_finite(loss, step)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
@@ -329,6 +378,8 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.net)
             with torch.no_grad():
                 # Plain cross-entropy (no smoothing), so that train and test losses are comparable.
                 plain = nn.functional.cross_entropy(logits.detach().float(), y, reduction="sum")
@@ -343,9 +394,14 @@ class Trainer:
 
     def evaluate(self, dataset: Any = None) -> EvalResult:
         """Accuracy/loss/confusion on ``dataset`` (default: the test split)."""
-        return evaluate(self.net, self.test_data if dataset is None else dataset, self.spec, self.device,
+        return evaluate(self.final_model, self.test_data if dataset is None else dataset, self.spec, self.device,
                         batch_size=max(256, self.config.batch_size), amp=self.amp,
                         channels_last=self.channels_last, workers=self.config.workers, dist_info=self.dist)
+
+    @property
+    def final_model(self) -> nn.Module:
+        """What is evaluated and saved: the EMA weights when ``ema`` is on, else the trained ones."""
+        return self.ema.module if self.ema is not None else self.net
 
     def fit(self) -> TrainResult:
         """Train from the current epoch to ``config.epochs``, evaluating and saving after each."""
@@ -358,7 +414,9 @@ class Trainer:
                   f"{len(self.train_data.classes)} classes, device {self.device}"
                   + (f", {self.dist.world} processes" if self.dist.enabled else "")
                   + (", bf16 autocast" if self.amp else ", fp32 (--amp: no bf16 instructions on this CPU)"
-                     if cfg.amp else "") + (", channels_last" if self.channels_last else ""))
+                     if cfg.amp else "") + (", channels_last" if self.channels_last else "")
+                  + (f", mixup {cfg.mixup:g}" if cfg.mixup else "") + (f", cutmix {cfg.cutmix:g}" if cfg.cutmix else "")
+                  + (f", EMA {cfg.ema:g} (evaluated and saved: the EMA weights)" if cfg.ema else ""))
         if self.epoch >= cfg.epochs:
             self._log(f"nothing to do: already trained for {self.epoch} of {cfg.epochs} epochs")
         while self.epoch < cfg.epochs:
@@ -384,7 +442,7 @@ class Trainer:
         if self.out:
             self._log(f"best test accuracy {100 * self.best_acc:.2f}%; "
                       f"files in {self.out}/: {' '.join(ckpt.RUN_FILES)}")
-        return TrainResult(self.net, self.history, self.best_acc, self.out)
+        return TrainResult(self.final_model, self.history, self.best_acc, self.out)
 
 
 def fit(config: TrainConfig | None = None, **kwargs: Any) -> TrainResult:

@@ -1,0 +1,110 @@
+"""Fine-tuning on your own images: a pretrained body, a new head, frozen stages, MixUp/CutMix, EMA.
+
+The transfer is real and offline: a resnet20 pretrained on the embedded MNIST
+digits is fine-tuned on scikit-learn's 1,797 scanned 8×8 digits (UCI's
+optical-recognition set, shipped inside scikit-learn), classes 0–4 only, so the
+head is new. With the same data, epochs and seed, starting from the checkpoint
+must beat starting from scratch.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import resnetkit as rk
+from resnetkit.cli import main
+from resnetkit.train import TrainConfig, Trainer, load_trained
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def sklearn_digits(tmp_path_factory):
+    """scikit-learn's digits 0-4 as an ImageFolder (root/train/CLASS, root/test/CLASS), 28×28 PNGs, white on black."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    root = tmp_path_factory.mktemp("sk_digits")
+    keep = np.flatnonzero(digits.target < 5)
+    rng = np.random.default_rng(0)
+    rng.shuffle(keep)
+    for split, idx in (("train", keep[:300]), ("test", keep[300:])):
+        for i in idx:
+            folder = root / split / str(digits.target[i])
+            folder.mkdir(parents=True, exist_ok=True)
+            pixels = (digits.images[i] * (255 / 16)).astype(np.uint8)
+            Image.fromarray(pixels, "L").resize((28, 28), Image.BILINEAR).save(folder / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def mnist_checkpoint(tmp_path_factory, one_thread):
+    out = tmp_path_factory.mktemp("pretrain") / "run"
+    result = Trainer(TrainConfig(model="resnet20", data="mnist5k", image_size=28, max_samples=1500, batch_size=32,
+                                 epochs=2, lr=0.05, warmup=0.5, device="cpu", seed=0, out=str(out)),
+                     progress=False, verbose=False).fit()
+    assert result.final_acc > 0.85
+    return out / "best.safetensors"
+
+
+def _accuracy(out) -> float:
+    return load_trained(out / "best.safetensors")[1]["test_acc"]
+
+
+def test_fine_tuning_from_mnist_beats_scratch_on_other_real_digits(sklearn_digits, mnist_checkpoint, tmp_path,
+                                                                  capsys):
+    common = ["train", "--model", "resnet20", "--data", str(sklearn_digits), "--image-size", "28", "--epochs", "2",
+              "--batch-size", "32", "--lr", "0.05", "--warmup", "0", "--seed", "0", "--device", "cpu", "--no-progress"]
+    assert main([*common, "--out", str(tmp_path / "scratch")]) == 0
+    capsys.readouterr()
+    assert main([*common, "--out", str(tmp_path / "tuned"), "--pretrained", str(mnist_checkpoint),
+                 "--freeze-stages", "0"]) == 0
+    log = capsys.readouterr().out
+    total = len(rk.create_model("resnet20", num_classes=5).state_dict())
+    # the 5-class head (fc.weight, fc.bias) is new, every other tensor comes from the MNIST run
+    assert f"pretrained {mnist_checkpoint}: {total - 2} of {total} tensors loaded; new for the 5 classes here: " \
+           "fc.bias, fc.weight" in log
+    scratch, tuned = _accuracy(tmp_path / "scratch"), _accuracy(tmp_path / "tuned")
+    print(f"scikit-learn digits 0-4, 300 training images, 2 epochs: scratch {100 * scratch:.1f}%, "
+          f"fine-tuned from mnist5k {100 * tuned:.1f}%")
+    assert tuned > 0.9 and tuned > scratch + 0.2, (scratch, tuned)
+
+
+def test_frozen_stages_keep_their_pretrained_weights(sklearn_digits, mnist_checkpoint):
+    pretrained = load_trained(mnist_checkpoint)[0].state_dict()
+    t = Trainer(TrainConfig(model="resnet20", data=str(sklearn_digits), image_size=28, batch_size=32, epochs=1,
+                            device="cpu", seed=0, out=None, pretrained=str(mnist_checkpoint), freeze_stages=1,
+                            head_lr_mult=10), progress=False, verbose=False)
+    head_lrs = [g["initial_lr"] for g in t.optimizer.param_groups if any(p is t.net.fc.weight for p in g["params"])]
+    assert head_lrs == [10 * t.config.lr]
+    t.fit()
+    after = t.net.state_dict()
+    for key in ("conv1.weight", "bn1.running_mean", "layer1.0.conv1.weight"):   # stem and stage 1: frozen
+        torch.testing.assert_close(after[key], pretrained[key], rtol=0, atol=0)
+    assert not torch.equal(after["layer3.0.conv1.weight"], pretrained["layer3.0.conv1.weight"])   # trained
+
+
+def test_mixup_and_cutmix_train_on_mixed_labels(sklearn_digits):
+    for option in ({"mixup": 0.4}, {"cutmix": 1.0}):
+        t = Trainer(TrainConfig(model="resnet20", data=str(sklearn_digits), image_size=28, batch_size=32, epochs=1,
+                                device="cpu", seed=0, out=None, max_samples=64, **option), progress=False,
+                    verbose=False)
+        seen = []
+        criterion = t.criterion
+        t.criterion = lambda logits, target: seen.append(target) or criterion(logits, target)
+        t.fit()
+        target = seen[0]
+        assert target.shape == (32, 5) and torch.allclose(target.sum(1), torch.ones(32))
+        assert (target.max(1).values < 1).any(), f"{option}: no label was mixed"
+
+
+def test_ema_weights_are_the_ones_evaluated_and_saved(sklearn_digits, tmp_path):
+    t = Trainer(TrainConfig(model="resnet20", data=str(sklearn_digits), image_size=28, batch_size=32, epochs=1,
+                            device="cpu", seed=0, out=str(tmp_path / "ema"), ema=0.9), progress=False, verbose=False)
+    t.fit()
+    saved = load_trained(tmp_path / "ema" / "best.safetensors")[0].state_dict()
+    ema, raw = t.ema.module.state_dict(), t.net.state_dict()
+    assert torch.equal(saved["layer3.0.conv1.weight"], ema["layer3.0.conv1.weight"])
+    assert not torch.equal(ema["layer3.0.conv1.weight"], raw["layer3.0.conv1.weight"])
