@@ -15,6 +15,7 @@ import torch
 import resnetkit as rk
 from resnetkit.cli import main
 from resnetkit.train import TrainConfig, Trainer, load_trained
+from resnetkit.train.transforms import InputSpec, prepare_batch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -108,3 +109,34 @@ def test_ema_weights_are_the_ones_evaluated_and_saved(sklearn_digits, tmp_path):
     ema, raw = t.ema.module.state_dict(), t.net.state_dict()
     assert torch.equal(saved["layer3.0.conv1.weight"], ema["layer3.0.conv1.weight"])
     assert not torch.equal(ema["layer3.0.conv1.weight"], raw["layer3.0.conv1.weight"])
+
+
+def test_crop_recipe_is_torchvisions_random_resized_crop_per_sample_and_centre_crop_at_eval(sklearn_digits,
+                                                                                           tmp_path, capsys):
+    from resnetkit.train.transforms import epoch_crops
+
+    boxes = epoch_crops(list(range(200)), (32, 32), seed=0, epoch=0)
+    assert boxes == epoch_crops(list(range(200)), (32, 32), seed=0, epoch=0)          # a function of its inputs
+    assert boxes != epoch_crops(list(range(200)), (32, 32), seed=0, epoch=1)          # new crops each epoch
+    assert epoch_crops([7], (32, 32), 0, 0) == [boxes[7]]                              # per sample, not per batch
+    for top, left, h, w, flip in boxes:
+        assert 0 <= top <= 32 - h and 0 <= left <= 32 - w and flip in (0, 1)
+        assert 0.08 * 32 * 32 - 32 <= h * w <= 32 * 32                               # torchvision's scale range
+    assert 60 < sum(b[4] for b in boxes) < 140                                         # flips about half
+
+    out = tmp_path / "crop"
+    assert main(["train", "--model", "resnet20", "--data", str(sklearn_digits), "--image-size", "24", "--epochs", "1",
+                 "--batch-size", "32", "--recipe", "crop", "--device", "cpu", "--no-progress", "--out", str(out)]) == 0
+    model, meta = load_trained(out / "best.safetensors")
+    assert meta["input"]["crop"] and meta["input"]["image_size"] == [24, 24]
+    assert meta["input"]["data_size"] == [28, 28]                                     # 24 / 0.875, rounded up
+    spec = InputSpec.from_dict(meta["input"])
+    x = torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8)
+    centre = (x[..., 2:26, 2:26].float() / 255 - spec.mean[0]) / spec.std[0]         # eval: the centre, not resized
+    torch.testing.assert_close(prepare_batch(x, spec)[:, :1], centre)   # (grey repeated into the 3-channel model)
+    capsys.readouterr()
+    digit = next((sklearn_digits / "test" / "3").iterdir())
+    assert main(["predict", "--checkpoint", str(out / "best.safetensors"), "--device", "cpu", str(digit)]) == 0
+    assert capsys.readouterr().out.startswith(f"{digit}: ")
+    with pytest.raises(ValueError, match="recipe 'crop' is for image folders"):
+        Trainer(TrainConfig(model="resnet20", data="mnist5k", recipe="crop", out=None), progress=False)

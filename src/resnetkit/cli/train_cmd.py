@@ -71,6 +71,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="stages 0..N (0 = stem) keep their weights and BN statistics")
     t.add_argument("--head-lr-mult", type=float, default=None, metavar="M",
                    help="the head's learning rate is --lr x M (e.g. 10 with a low --lr: the body moves slowly)")
+    t.add_argument("--recipe", choices=("shift", "crop"), default=None,
+                   help="augmentation: shift (random translations, the default) or crop (RandomResizedCrop + flip, "
+                   "evaluation on the centre crop: torchvision's reference recipe for photo folders)")
     t.add_argument("--mixup", type=float, default=None, metavar="ALPHA", help="torchvision's MixUp (e.g. 0.2)")
     t.add_argument("--cutmix", type=float, default=None, metavar="ALPHA", help="torchvision's CutMix (e.g. 1.0)")
     t.add_argument("--ema", type=float, default=None, metavar="DECAY",
@@ -111,7 +114,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 _ARG_FIELDS = ["model", "data", "epochs", "batch_size", "lr", "optimizer", "momentum", "schedule", "warmup",
                "label_smoothing", "weight_decay", "clip_grad", "augment_shift", "image_size", "seed", "device",
                "amp", "workers", "max_samples", "out", "pretrained", "freeze_stages", "head_lr_mult", "mixup", "cutmix",
-               "ema"]
+               "ema", "recipe"]
 
 
 def _config(args: argparse.Namespace):  # noqa: ANN202

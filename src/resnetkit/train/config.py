@@ -8,6 +8,7 @@ from ..errors import ResnetkitValueError
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
+RECIPES = ("shift", "crop")
 
 
 @dataclass
@@ -52,6 +53,9 @@ class TrainConfig:
     mixup: float = 0.0                      # alpha of torchvision's MixUp (0: off)
     cutmix: float = 0.0                     # alpha of torchvision's CutMix (0: off)
     ema: float | None = None                # decay of an exponential moving average of the weights
+    # "shift": random translations (augment_shift); "crop": RandomResizedCrop + flip for training and a
+    # centre crop for evaluation, torchvision's reference recipe for photos (ImageFolder trees)
+    recipe: str = "shift"
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -72,6 +76,8 @@ class TrainConfig:
                 raise ResnetkitValueError(f"{name} must be >= 1 (or left unset), got {getattr(self, name)}")
         if self.clip_grad is not None and self.clip_grad <= 0:
             raise ResnetkitValueError(f"clip_grad must be > 0 (or None), got {self.clip_grad}")
+        if self.recipe not in RECIPES:
+            raise ResnetkitValueError(f"recipe must be one of {RECIPES}, got {self.recipe!r}")
         if self.mixup < 0 or self.cutmix < 0 or self.head_lr_mult <= 0:
             raise ResnetkitValueError("mixup and cutmix must be >= 0 and head_lr_mult > 0")
         if self.ema is not None and not 0 < self.ema < 1:

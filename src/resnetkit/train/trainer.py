@@ -22,7 +22,7 @@ from ._deps import require
 from .config import TrainConfig
 from .data import ArrayDataset, DataError, ImageFolderDataset, batch_loader, load_dataset
 from .evaluate import EvalResult, autocast, evaluate
-from .transforms import InputSpec, epoch_order, epoch_shifts, prepare_batch
+from .transforms import CROP_PCT, InputSpec, epoch_crops, epoch_order, epoch_shifts, prepare_batch
 
 Callback = Callable[["Trainer", dict[str, float]], None]
 
@@ -217,13 +217,18 @@ class Trainer:
             size = tuple(data.image_size)
         else:  # ImageFolder trees: the size the model was designed for
             size = tuple(getattr(model, "default_input_size", (3, 224, 224))[1:])
+        crop = cfg.recipe == "crop"
+        if crop and not isinstance(data, ImageFolderDataset):
+            raise ResnetkitValueError("recipe 'crop' is for image folders (photos stored at their own sizes); "
+                                      f"{cfg.data} has fixed-size images: use recipe 'shift'")
+        stored = tuple(math.ceil(s / CROP_PCT) for s in size) if crop else size
         for ds in (self.train_data, self.test_data):
             if isinstance(ds, ImageFolderDataset):
-                ds.image_size = size
+                ds.image_size = stored
         if self.test_data.channels != data.channels:
             raise ResnetkitValueError(f"train data has {data.channels} channels but test data {self.test_data.channels}")
         mean, std = data.channel_stats()
-        return InputSpec(_model_in_chans(model), data.channels, size, mean, std, tuple(data.image_size))
+        return InputSpec(_model_in_chans(model), data.channels, size, mean, std, tuple(data.image_size), crop)
 
     def _load_body(self, model: nn.Module, path: str, num_classes: int) -> None:
         """Fine-tuning: every tensor of ``path`` that fits, the head left new for the data's classes."""
@@ -362,8 +367,9 @@ class Trainer:
         totals = torch.zeros(3, dtype=torch.float64, device=self.device)   # loss sum, correct, count
         self.model.train()
         for step, (images, labels, idx) in enumerate(batch_loader(self.train_data, batches, cfg.workers)):
+            crops = epoch_crops([int(i) for i in idx], self.spec.data_size, cfg.seed, epoch) if self.spec.crop else None
             x = prepare_batch(images, self.spec, self.device, self.channels_last,
-                              shifts[idx] if shifts is not None else None)
+                              shifts[idx] if shifts is not None and crops is None else None, crops)
             y = labels.to(self.device, non_blocking=True)
             x, target = self.mix(x, y) if self.mix is not None else (x, y)   # soft targets when mixing
             with autocast(self.device, self.amp):

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 from ..errors import ResnetkitValueError
 
-_ORDER, _SHIFT = 0, 1  # purposes mixed into the seed so that order and augmentation are independent
+_ORDER, _SHIFT, _CROP = 0, 1, 2  # purposes mixed into the seed so that order and augmentation are independent
+CROP_PCT = 0.875  # torchvision's reference evaluation: resize to 256, centre crop 224
 
 
 def _generator(seed: int, epoch: int, purpose: int) -> torch.Generator:
@@ -42,6 +43,39 @@ def epoch_shifts(n: int, max_shift: int, seed: int, epoch: int) -> torch.Tensor 
     if max_shift <= 0:
         return None
     return torch.randint(-max_shift, max_shift + 1, (n, 2), generator=_generator(seed, epoch, _SHIFT))
+
+
+def epoch_crops(indices: list[int], size: tuple[int, int], seed: int, epoch: int) -> list[tuple[int, ...]]:
+    """Per-sample (top, left, height, width, flip) of torchvision's RandomResizedCrop (scale 0.08-1, ratio
+    3/4-4/3) on a ``size`` image, plus a horizontal flip bit: a pure function of (seed, epoch, sample)."""
+    from torchvision.transforms import RandomResizedCrop
+
+    image = torch.empty(1, *size)
+    boxes = []
+    for i in indices:
+        g = _generator(seed, epoch * 1_000_003 + int(i), _CROP)
+        with torch.random.fork_rng(devices=[]):   # get_params draws from torch's global RNG
+            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=g)))
+            top, left, h, w = RandomResizedCrop.get_params(image, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3))
+            flip = int(torch.rand(1) < 0.5)
+        boxes.append((top, left, h, w, flip))
+    return boxes
+
+
+def crop_images(x: torch.Tensor, boxes: list[tuple[int, ...]], size: tuple[int, int]) -> torch.Tensor:
+    """Each image's box resized to ``size`` (torchvision's ``resized_crop``), flipped where its bit says."""
+    from torchvision.transforms.v2 import functional as TF
+
+    out = []
+    for img, (top, left, h, w, flip) in zip(x, boxes):
+        img = TF.resized_crop(img, top, left, h, w, list(size), antialias=True)
+        out.append(TF.horizontal_flip(img) if flip else img)
+    return torch.stack(out)
+
+
+def centre_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    top, left = (x.shape[-2] - size[0]) // 2, (x.shape[-1] - size[1]) // 2
+    return x[..., top:top + size[0], left:left + size[1]]
 
 
 def shift_images(x: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
@@ -72,6 +106,9 @@ class InputSpec:
     # The stored images' size, which files given to ``predict`` are first resized to (in PIL, as the
     # dataset was) before the same per-batch resize to ``image_size`` as in training.
     data_size: tuple[int, int] | None = None
+    # The "crop" recipe: images are stored at image_size / 0.875; training takes random resized crops,
+    # evaluation (and predict) the centre image_size crop, as torchvision's reference scripts do.
+    crop: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,18 +116,23 @@ class InputSpec:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "InputSpec":
         return cls(int(d["in_chans"]), int(d["data_chans"]), tuple(d["image_size"]), tuple(d["mean"]),
-                   tuple(d["std"]), tuple(d["data_size"]) if d.get("data_size") else None)
+                   tuple(d["std"]), tuple(d["data_size"]) if d.get("data_size") else None, bool(d.get("crop")))
 
 
 def prepare_batch(x: torch.Tensor, spec: InputSpec, device: torch.device | str = "cpu",
-                  channels_last: bool = False, shifts: torch.Tensor | None = None) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> float model input: shift, resize, normalise, match channels."""
+                  channels_last: bool = False, shifts: torch.Tensor | None = None,
+                  crops: list[tuple[int, ...]] | None = None) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float model input: shift or crop, resize, normalise, match channels."""
     x = x.to(device, non_blocking=True).float().div_(255)
     if x.shape[1] != spec.data_chans:
         raise ResnetkitValueError(f"images have {x.shape[1]} channels but this model was trained on "
                                   f"{spec.data_chans}-channel data")
     if shifts is not None:
         x = shift_images(x, shifts)
+    if crops is not None:
+        x = crop_images(x, crops, tuple(spec.image_size))
+    elif spec.crop and spec.data_size and tuple(x.shape[-2:]) == tuple(spec.data_size):
+        x = centre_crop(x, tuple(spec.image_size))
     if tuple(x.shape[-2:]) != tuple(spec.image_size):
         x = F.interpolate(x, size=tuple(spec.image_size), mode="bilinear", align_corners=False, antialias=True)
     mean = torch.tensor(spec.mean, device=x.device).view(1, -1, 1, 1)
