@@ -8,6 +8,8 @@ must beat starting from scratch.
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -101,7 +103,7 @@ def test_mixup_and_cutmix_train_on_mixed_labels(sklearn_digits):
         assert (target.max(1).values < 1).any(), f"{option}: no label was mixed"
 
 
-def test_ema_weights_are_the_ones_evaluated_and_saved(sklearn_digits, tmp_path):
+def test_ema_weights_are_the_ones_evaluated_and_saved(sklearn_digits, tmp_path, capsys):
     t = Trainer(TrainConfig(model="resnet20", data=str(sklearn_digits), image_size=28, batch_size=32, epochs=1,
                             device="cpu", seed=0, out=str(tmp_path / "ema"), ema=0.9), progress=False, verbose=False)
     t.fit()
@@ -109,6 +111,10 @@ def test_ema_weights_are_the_ones_evaluated_and_saved(sklearn_digits, tmp_path):
     ema, raw = t.ema.module.state_dict(), t.net.state_dict()
     assert torch.equal(saved["layer3.0.conv1.weight"], ema["layer3.0.conv1.weight"])
     assert not torch.equal(ema["layer3.0.conv1.weight"], raw["layer3.0.conv1.weight"])
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(tmp_path / "ema" / "best.safetensors"), "--device", "cpu",
+                 "--confusion-png", str(tmp_path / "cm.png")]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "weights: EMA of the trained weights (decay 0.9)"
 
 
 def test_crop_recipe_is_torchvisions_random_resized_crop_per_sample_and_centre_crop_at_eval(sklearn_digits,
@@ -125,8 +131,9 @@ def test_crop_recipe_is_torchvisions_random_resized_crop_per_sample_and_centre_c
     assert 60 < sum(b[4] for b in boxes) < 140                                         # flips about half
 
     out = tmp_path / "crop"
-    assert main(["train", "--model", "resnet20", "--data", str(sklearn_digits), "--image-size", "24", "--epochs", "1",
-                 "--batch-size", "32", "--recipe", "crop", "--device", "cpu", "--no-progress", "--out", str(out)]) == 0
+    assert main(["train", "--model", "resnet20", "--data", str(sklearn_digits), "--image-size", "24", "--epochs", "3",
+                 "--batch-size", "32", "--lr", "0.05", "--recipe", "crop", "--device", "cpu", "--no-progress",
+                 "--out", str(out)]) == 0
     model, meta = load_trained(out / "best.safetensors")
     assert meta["input"]["crop"] and meta["input"]["image_size"] == [24, 24]
     assert meta["input"]["data_size"] == [28, 28]                                     # 24 / 0.875, rounded up
@@ -135,6 +142,10 @@ def test_crop_recipe_is_torchvisions_random_resized_crop_per_sample_and_centre_c
     centre = (x[..., 2:26, 2:26].float() / 255 - spec.mean[0]) / spec.std[0]         # eval: the centre, not resized
     torch.testing.assert_close(prepare_batch(x, spec)[:, :1], centre)   # (grey repeated into the 3-channel model)
     capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(out / "best.safetensors"), "--device", "cpu",
+                 "--confusion-png", str(tmp_path / "cm.png")]) == 0
+    evaluated = float(re.search(r"accuracy (\d+\.\d+)%", capsys.readouterr().out).group(1))
+    assert evaluated == pytest.approx(100 * meta["test_acc"], abs=0.01)   # eval sees what training evaluated
     digit = next((sklearn_digits / "test" / "3").iterdir())
     assert main(["predict", "--checkpoint", str(out / "best.safetensors"), "--device", "cpu", str(digit)]) == 0
     assert capsys.readouterr().out.startswith(f"{digit}: ")

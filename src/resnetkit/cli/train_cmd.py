@@ -167,7 +167,10 @@ def run_eval(args: argparse.Namespace) -> int:
         print(running, flush=True)
     spec = InputSpec.from_dict(meta["input"])
     data = args.data or meta.get("data") or "mnist5k"
-    dataset = load_dataset(data, args.split, image_size=spec.image_size)
+    if meta.get("weights"):
+        print(f"weights: {meta['weights']}")
+    # the crop recipe evaluates the centre crop of images stored larger, as in training
+    dataset = load_dataset(data, args.split, image_size=spec.data_size if spec.crop else spec.image_size)
     if list(dataset.classes) != list(meta["classes"]):
         raise CLIError(f"{data} has classes {dataset.classes[:12]} but the checkpoint was trained on "
                        f"{meta['classes'][:12]}")

@@ -265,7 +265,8 @@ class Trainer:
         """What eval/predict need to rebuild and feed the model (stored in best.safetensors and last.pt)."""
         return {"model": self.model_name, "model_kwargs": self.model_kwargs,
                 "num_classes": len(self.train_data.classes), "classes": list(self.train_data.classes),
-                "input": self.spec.to_dict(), "data": str(self.config.data)}
+                "input": self.spec.to_dict(), "data": str(self.config.data),
+                **({"weights": f"EMA of the trained weights (decay {self.config.ema:g})"} if self.ema is not None else {})}
 
     # ------------------------------------------------------------------------------- checkpoints
 
