@@ -70,3 +70,16 @@ def test_predict_cam_writes_one_png_per_image_at_its_size(digits_run, tmp_path, 
         assert f"{png}: Grad-CAM of layer3 (the last stage) for " in printed
         with Image.open(png) as img:
             assert img.size == (size, size) and img.mode == "RGB"
+
+
+@pytest.mark.parametrize("name, layer", [("resnet18", "layer4"), ("mobilenet_v2", "features.17"),
+                                         ("ghostnet_050", "blocks.8"), ("d2l_resnet18", "b5"),
+                                         ("cifar_resnet18", "layer4"), ("resnet50d", "layer4")])
+def test_cam_runs_on_every_family_at_its_last_stage(name, layer):
+    """The last level of the contract: the last block at the deepest reduction (GhostNet's blocks.9 and
+    MobileNetV2's features.18, the 1×1 expansions before the head, belong to no level)."""
+    model = rk.create_model(name).eval()
+    c = model.default_input_size[0]
+    heat = rk.cam(model, torch.randn(c, 64, 64, generator=torch.Generator().manual_seed(0)))
+    assert heat.shape == (64, 64) and torch.isfinite(heat).all() and 0 <= heat.min() and heat.max() <= 1
+    assert heat.layer == layer == model.feature_info[-1]["module"]
