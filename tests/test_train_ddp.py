@@ -91,3 +91,49 @@ def test_torchrun_two_processes_match_one_and_draw_their_own_masks(tmp_path):
     init = Trainer(cfg, epochs=1, progress=False, verbose=False).net.state_dict()  # seed 3, before training
     moved = max(float((single[k] - init[k]).abs().max()) for k in single if single[k].is_floating_point())
     assert moved > 1e-3, "training did not change the weights, so the comparison proves nothing"
+
+
+# Kills its own process with SIGKILL at a global training step on both ranks (mid-epoch), as a crash would.
+KILLER = textwrap.dedent("""
+    import os, signal, sys
+    from resnetkit.train import trainer as T
+
+    kill_at, steps = int(sys.argv[1]), [0]
+    step = T.Trainer._check_finite
+    def counting(self, loss, i):
+        step(self, loss, i)
+        steps[0] += 1
+        if steps[0] == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+    T.Trainer._check_finite = counting
+    from resnetkit.cli import main
+    sys.exit(main(["train", *sys.argv[2:]]))
+""")
+
+
+def _torchrun(script, *args, check=True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(script), *args], capture_output=True, text=True, env=env, timeout=300)
+    if check:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_torchrun_killed_mid_epoch_then_resumed_ends_with_the_uninterrupted_weights(tmp_path):
+    """Two processes, SIGKILL in epoch 2 (step 2 of 4), then `torchrun ... --resume`: the weights, metrics and
+    every rank's RNG state equal those of the same job run without the kill, bit for bit."""
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER)
+    args = [*ARGS, "--model-arg", "drop_path_rate=0.2"]   # per-rank random masks: the RNG states must resume
+    _torchrun(script, "0", *args, "--out", str(tmp_path / "ref"))                    # 0: never killed
+    killed = _torchrun(script, "6", *args, "--out", str(tmp_path / "run"), check=False)
+    assert killed.returncode != 0 and "epoch   2/2" not in killed.stdout
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1                 # epoch 1 kept intact
+    resumed = _torchrun(script, "0", *args, "--out", str(tmp_path / "run"), "--resume")
+    assert "resumed" in resumed.stdout and "epoch   2/2" in resumed.stdout
+    ref, got = load_checkpoint(tmp_path / "ref" / "last.pt"), load_checkpoint(tmp_path / "run" / "last.pt")
+    assert got["epoch"] == ref["epoch"] == 2 and got["history"][-1]["test_acc"] == ref["history"][-1]["test_acc"]
+    for k in ref["model"]:
+        assert torch.equal(got["model"][k], ref["model"][k]), f"{k} differs after the kill and resume"
+    assert [torch.equal(a["torch"], b["torch"]) for a, b in zip(got["rng"], ref["rng"])] == [True, True]
