@@ -151,3 +151,22 @@ def test_crop_recipe_is_torchvisions_random_resized_crop_per_sample_and_centre_c
     assert capsys.readouterr().out.startswith(f"{digit}: ")
     with pytest.raises(ValueError, match="recipe 'crop' is for image folders"):
         Trainer(TrainConfig(model="resnet20", data="mnist5k", recipe="crop", out=None), progress=False)
+
+
+def test_resnet18_fine_tunes_from_a_torchvision_checkpoint_file(sklearn_digits, tmp_path, capsys):
+    """The issue's command: a torchvision resnet18 .pth (1000 classes), a 5-class folder, stages 0-1 frozen."""
+    import torchvision
+
+    tv = torchvision.models.resnet18()
+    path = tmp_path / "resnet18-tv.pth"
+    torch.save(tv.state_dict(), path)
+    total = len(tv.state_dict())                                   # torchvision's own key count (incl. BN buffers)
+    assert main(["train", "--data", str(sklearn_digits), "--model", "resnet18", "--pretrained", str(path),
+                 "--freeze-stages", "1", "--epochs", "2", "--image-size", "32", "--max-samples", "64",
+                 "--batch-size", "32", "--device", "cpu", "--no-progress", "--out", str(tmp_path / "r18")]) == 0
+    log = capsys.readouterr().out
+    assert f"pretrained {path}: {total - 2} of {total} tensors loaded; new for the 5 classes here: fc.bias, " \
+           "fc.weight" in log
+    model, meta = load_trained(tmp_path / "r18" / "best.safetensors")
+    assert meta["num_classes"] == 5
+    torch.testing.assert_close(model.layer1[0].conv1.weight, tv.layer1[0].conv1.weight, rtol=0, atol=0)  # frozen
