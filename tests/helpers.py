@@ -46,3 +46,10 @@ FROZEN_AT_STAGE_1 = {
 def frozen_at_stage_1(name: str) -> tuple[str, ...]:
     family = next((f for f in ("mobilenet_v2", "ghostnet", "d2l") if name.startswith(f)), "resnet")
     return FROZEN_AT_STAGE_1[family]
+
+
+# Res2Net and ResNeSt beyond one member each (res2net50_26w_4s, resnest14d): tests that run every registered
+# model mark these slow; test_timm_parity.py checks every one of them against timm in the default run.
+SPLIT_FAMILIES_SLOW = {"res2net50_14w_8s", "res2net50_26w_6s", "res2net50_26w_8s", "res2net50_48w_2s", "res2net50d",
+                       "res2net101_26w_4s", "res2net101d", "res2next50", "resnest26d", "resnest50d",
+                       "resnest50d_1s4x24d", "resnest50d_4s2x40d", "resnest101e", "resnest200e", "resnest269e"}

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import resnetkit as rk
+from helpers import SPLIT_FAMILIES_SLOW
 from resnetkit.cli import main
 from resnetkit.deploy.engines import ENGINES
 from resnetkit.deploy.engines.base import NOT_OFFERED
@@ -147,7 +148,8 @@ HEAVY = {"resnet101": 44.5e6, "resnet152": 60.2e6, "wide_resnet50_2": 68.9e6, "r
          "wide_resnet101_2": 126.9e6}
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if n in HEAVY else [])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if n in HEAVY or n in SPLIT_FAMILIES_SLOW
+                                                  else [])
                                   for n in rk.list_models()])
 def test_bench_runs_for_every_registered_name(name, capsys, one_thread):
     """`resnetkit bench NAME` at 32×32 (H x W only: the model's own channels, 1 for d2l_resnet18), fp32, torch."""

@@ -6,11 +6,13 @@ import pytest
 import torch
 
 import resnetkit as rk
+from helpers import SPLIT_FAMILIES_SLOW
 
 # The biggest nets are covered by the parity tests; keep `make test` fast.
 HEAVY = {"resnet101", "resnet152", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet101_2"}
 # ... and the big siblings of families whose small members run here (cifar_resnet18, resnet20/32, ghostnet_050/100)
 HEAVY |= {"cifar_resnet34", "cifar_resnet50", "resnet44", "resnet56", "resnet110", "ghostnet_130"}
+HEAVY |= SPLIT_FAMILIES_SLOW
 NAMES = [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in rk.list_models()]
 
 

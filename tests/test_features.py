@@ -7,9 +7,10 @@ import timm
 import torch
 
 import resnetkit as rk
-from helpers import frozen_at_stage_1
+from helpers import frozen_at_stage_1, SPLIT_FAMILIES_SLOW
 
 HEAVY = {"resnet101", "resnet152", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet101_2"}
+HEAVY |= SPLIT_FAMILIES_SLOW
 NAMES = [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in rk.list_models()]
 
 

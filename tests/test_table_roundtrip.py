@@ -36,8 +36,20 @@ def _declared_inputs(text):
     return sizes
 
 
+# Res2Net's hierarchical slices and ResNeSt's split attention have no row form yet: to_table refuses them.
+UNTABLED = {n for n in rk.list_models() if n.startswith(("res2ne", "resnest"))}
+
+
 def test_every_registered_model_is_in_the_table():
-    assert set(UNITS) == set(rk.list_models())
+    assert set(UNITS) | UNTABLED == set(rk.list_models()) and len(UNTABLED) == 17
+
+
+@pytest.mark.parametrize("name, what", [("res2net50_26w_4s", "Bottle2neck"), ("resnest14d", "SplitAttention")])
+def test_to_table_refuses_blocks_it_cannot_write(name, what):
+    with torch.device("meta"):
+        model = rk.create_model(name)
+    with pytest.raises(rk.TableError, match=f"to_table cannot write {what} as table rows yet"):
+        rk.to_table(model, (1, 3, 64, 64))
 
 
 @pytest.mark.parametrize("name", sorted(UNITS))

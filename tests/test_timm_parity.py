@@ -78,3 +78,39 @@ def test_output_stride_errors_are_clear():
     with pytest.raises(ValueError, match="output_stride .* cannot be combined .* strides/dilations"):
         rk.create_model("resnet18", output_stride=8, dilations=(1, 1, 2, 4))
 
+
+
+# Res2Net and ResNeSt: parameter counts of timm's models (sum of timm.create_model(name).parameters(), timm 1.x),
+# written out as facts; the two biggest run in `make test-all` only.
+TIMM_PARAMS = {"res2net50_26w_4s": 25_699_120, "res2net50_14w_8s": 25_059_816, "res2net50_26w_6s": 37_051_448,
+               "res2net50_26w_8s": 48_403_776, "res2net50_48w_2s": 25_287_304, "res2net50d": 25_718_352,
+               "res2net101_26w_4s": 45_206_688, "res2net101d": 45_225_920, "res2next50": 24_671_464,
+               "resnest14d": 10_611_688, "resnest26d": 17_069_448, "resnest50d": 27_483_240,
+               "resnest50d_1s4x24d": 25_677_000, "resnest50d_4s2x40d": 30_417_592, "resnest101e": 48_275_016,
+               "resnest200e": 70_201_544, "resnest269e": 110_929_480}
+
+
+def test_every_res2net_and_resnest_name_is_timms():
+    assert set(rk.list_models("res2ne*")) | set(rk.list_models("resnest*")) == set(TIMM_PARAMS)
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in ("resnest200e", "resnest269e")
+                                  else n for n in sorted(TIMM_PARAMS)])
+def test_res2net_and_resnest_equal_timm(name):
+    torch.manual_seed(0)
+    ours, ref = rk.create_model(name), timm.create_model(name)
+    assert sum(p.numel() for p in ours.parameters()) == TIMM_PARAMS[name]
+    _same(ours, ref)
+
+
+def test_res2net_stage_first_block_pools_its_last_slice_and_resnest_pools_its_stride():
+    """timm's Bottle2neck: a stage's first block (stride or projection) feeds each slice its own input and
+    average-pools the last slice (3×3, stride); ResNeSt with avd moves the stride to a 3×3 average pool."""
+    r2 = rk.create_model("res2net50_26w_4s")
+    first, later = r2.layer2[0], r2.layer2[1]
+    assert first.is_first and isinstance(first.pool, nn.AvgPool2d) and first.pool.stride == 2
+    assert not later.is_first and later.pool is None and len(later.convs) == 3 and later.width == 52
+    rs = rk.create_model("resnest50d")
+    block = rs.layer3[0]
+    assert block.conv2.conv.stride == (1, 1) and block.avd_last.stride == 2 and block.avd_first is None
+    assert block.conv2.conv.groups == 2 and block.conv2.fc1.out_channels == 128   # radix 2; max(32, 256·2/4)

@@ -6,12 +6,14 @@ from .ghost import GhostBottleneck, GhostModule
 from .inverted import InvertedResidual
 from .plugins import NonLocal, register_plugin
 from .resnet import BasicBlock, Bottleneck, make_shortcut
+from .res2net import Bottle2neck
+from .split_attention import ResNestBottleneck, SplitAttention
 from .se import SqueezeExcite
 from .shortcut import ZeroPadShortcut
 
 __all__ = [
     "Block", "DropPath", "make_divisible", "SqueezeExcite", "NonLocal", "register_plugin",
-    "BasicBlock", "Bottleneck", "make_shortcut",
+    "BasicBlock", "Bottleneck", "make_shortcut", "Bottle2neck", "ResNestBottleneck", "SplitAttention",
     "Residual", "ConvBNAct", "InvertedResidual", "GhostModule", "GhostBottleneck",
     "ZeroPadShortcut",
 ]

@@ -105,7 +105,8 @@ class ResNet(ResidualNet):
     ``norm_eval``, ``with_cp``, ``plugins``, ``num_stages``, ``strides``,
     ``dilations``, ``base_channels``, ``stem_channels``, ``norm_cfg``, ``dcn``,
     ``stage_with_dcn``; mmseg's ``contract_dilation``) and timm
-    (``drop_path_rate``, ``output_stride``, ``stem_width``). ``widths`` are the
+    (``drop_path_rate``, ``output_stride``, ``stem_width``, ``block_args``: keywords for every block,
+    such as Res2Net's ``scale`` or ResNeSt's ``radix``). ``widths`` are the
     stages' base widths (block outputs are ``width × block.expansion``).
     Subclasses change the stem (``_make_stem``) or the shortcut (``_make_shortcut``).
     """
@@ -142,6 +143,7 @@ class ResNet(ResidualNet):
         norm_cfg: dict | None = None,
         dcn: dict | None = None,
         stage_with_dcn: Sequence[bool] | None = None,
+        block_args: dict | None = None,
     ) -> None:
         super().__init__()
         if style not in ("pytorch", "caffe"):
@@ -150,6 +152,7 @@ class ResNet(ResidualNet):
         self.norm_layer = norm_factory(norm_cfg, norm_layer)
         self.groups, self.base_width = groups, width_per_group
         self.style, self.avg_down = style, avg_down
+        self.block_args = dict(block_args or {})   # what one block family needs more (Res2Net's scale, ResNeSt's radix)
         self.num_classes = num_classes
         self.inplanes, self.c1_module = stem_channels or widths[0], "relu"
 
@@ -225,7 +228,7 @@ class ResNet(ResidualNet):
     def _make_layer(self, block, planes, blocks, stage: Stage, drop_paths, plugins, dcn) -> nn.Sequential:
         downsample = self._make_shortcut(self.inplanes, planes * block.expansion, stage.stride, stage.same_pool)
         common = dict(groups=self.groups, base_width=self.base_width, norm_layer=self.norm_layer,
-                      style=self.style, plugins=plugins, dilation=stage.dilation)
+                      style=self.style, plugins=plugins, dilation=stage.dilation, **self.block_args)
         if dcn is not None:  # BasicBlock refuses dcn; without one it is not passed at all
             common["dcn"] = dcn
         layers = [block(self.inplanes, planes, stage.stride, downsample, first_dilation=stage.first_dilation,

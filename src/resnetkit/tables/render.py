@@ -13,6 +13,7 @@ from ..inspect.trace import Call, Trace, trace, window_params
 from ..blocks.shortcut import ZeroPadShortcut
 from ..inspect.units import after_word, describe_layers, op_words, residual_unit, square
 from .ops import fmt_size
+from .errors import TableError
 from .parse import COLUMN_TITLES
 
 _SILENT = (nn.Identity, nn.Flatten, nn.Dropout, nn.Dropout2d)
@@ -199,6 +200,13 @@ def to_table(model: nn.Module, input_size: Sequence[int] | None = None) -> str:
     ``from_table(to_table(m))`` rebuilds the model with the same shapes row by
     row and the same parameter count (tested for every registered model).
     """
+    from ..blocks.res2net import Bottle2neck
+    from ..blocks.split_attention import SplitAttention
+
+    untabled = sorted({type(m).__name__ for m in model.modules() if isinstance(m, (Bottle2neck, SplitAttention))})
+    if untabled:  # rows would describe another network: refuse rather than mislead
+        raise TableError(f"to_table cannot write {' and '.join(untabled)} as table rows yet (hierarchical 3×3 "
+                         "slices and split attention have no row form); rk.summary and rk.explain describe the model")
     if input_size is None:
         input_size = (1, *getattr(model, "default_input_size", (3, 224, 224)))
     return render(table_rows(trace(model, input_size)))
