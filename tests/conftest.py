@@ -14,6 +14,24 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="session")
+def digits_resnet20(tmp_path_factory):
+    """A resnet20 trained on 1,500 of the embedded MNIST digits at 28×28 (2 epochs, > 85%): its run folder."""
+    from resnetkit.train import TrainConfig, Trainer
+
+    out = tmp_path_factory.mktemp("digits") / "run"
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = Trainer(TrainConfig(model="resnet20", data="mnist5k", image_size=28, max_samples=1500,
+                                     batch_size=32, epochs=2, lr=0.05, warmup=0.5, device="cpu", seed=0,
+                                     out=str(out)), progress=False, verbose=False).fit()
+    finally:
+        torch.set_num_threads(before)
+    assert result.final_acc > 0.85, "the model did not learn: what is measured on it would mean nothing"
+    return out
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One torch thread for a module's tests: two OpenMP threads per test process (pytest -n 2) on a

@@ -11,20 +11,15 @@ import torch
 import resnetkit as rk
 from resnetkit.cli import main
 from resnetkit.inspect.cam import cam_layer
-from resnetkit.train import TrainConfig, Trainer, load_dataset, load_trained
+from resnetkit.train import load_dataset, load_trained
 from resnetkit.train.transforms import InputSpec, prepare_batch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def digits_run(tmp_path_factory, one_thread):
-    out = tmp_path_factory.mktemp("cam") / "run"
-    result = Trainer(TrainConfig(model="resnet20", data="mnist5k", image_size=28, max_samples=1500, batch_size=32,
-                                 epochs=2, lr=0.05, warmup=0.5, device="cpu", seed=0, out=str(out)),
-                     progress=False, verbose=False).fit()
-    assert result.final_acc > 0.85, "the model did not learn: where it looks would mean nothing"
-    return out
+def digits_run(digits_resnet20):
+    return digits_resnet20   # conftest.py: resnet20 trained on mnist5k
 
 
 def test_the_heat_map_is_on_the_stroke_not_the_background(digits_run):

@@ -133,7 +133,8 @@ def mnist(tmp_path_factory):
     from resnetkit.train.transforms import prepare_batch
 
     train, test = load_dataset("mnist5k", "train"), load_dataset("mnist5k", "test")
-    trainer_like = SimpleNamespace(config=SimpleNamespace(image_size=None), train_data=train, test_data=test)
+    trainer_like = SimpleNamespace(config=SimpleNamespace(image_size=None, recipe="shift"), train_data=train,
+                                   test_data=test)
     spec = Trainer._input_spec(trainer_like, _mnist_net())
     assert spec.in_chans == 1 and spec.image_size == (28, 28)
     train_x, test_x = prepare_batch(train.images, spec), prepare_batch(test.images, spec)

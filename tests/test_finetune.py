@@ -43,13 +43,8 @@ def sklearn_digits(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def mnist_checkpoint(tmp_path_factory, one_thread):
-    out = tmp_path_factory.mktemp("pretrain") / "run"
-    result = Trainer(TrainConfig(model="resnet20", data="mnist5k", image_size=28, max_samples=1500, batch_size=32,
-                                 epochs=2, lr=0.05, warmup=0.5, device="cpu", seed=0, out=str(out)),
-                     progress=False, verbose=False).fit()
-    assert result.final_acc > 0.85
-    return out / "best.safetensors"
+def mnist_checkpoint(digits_resnet20):
+    return digits_resnet20 / "best.safetensors"   # conftest.py: resnet20 trained on mnist5k
 
 
 def _accuracy(out) -> float:
