@@ -8,6 +8,8 @@ in rotating blocks (``resnetkit.deploy.bench.time_contenders``). Variants:
 * OpenVINO: ``convert_model(example_input=x)`` (input ``[?,3,?,?]``) against
   the input fixed to the batch's shape (``static=True``, the bench's peer).
 * resnetkit's own engine (``optimize_for_inference(backend=..., input_size=(16, 3, 224, 224))``) beside each.
+* OpenVINO int8: NNCF's PERFORMANCE preset (the bench's) against MIXED.
+* torch.compile: inductor freezing alone against freezing + ``max_autotune`` (the bench's).
 * ONNX Runtime: the export with a free batch against the static export (the
   peer), and int8 QDQ with u8 activations/s8 per-channel weights (ORT's CNN
   recipe, the peer) against the same with ``reduce_range`` (ORT's advice for
@@ -33,7 +35,8 @@ import torch
 import resnetkit as rk
 from resnetkit.deploy.bench import model_pair, time_contenders
 from resnetkit.deploy.engines.base import thread_count
-from resnetkit.deploy.peers import cpu_line, export_reference_onnx, openvino_peer, refuse_openvino_telemetry
+from resnetkit.deploy.peers import (cpu_line, export_reference_onnx, openvino_peer, refuse_openvino_telemetry,
+                                   torch_compile_peer)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -90,16 +93,31 @@ def ort_variants(model, dtype: str, x: torch.Tensor, calib: list[torch.Tensor], 
 
 
 def ov_variants(model, dtype: str, x: torch.Tensor, calib: list[torch.Tensor]) -> dict:
-    return {"OpenVINO [?,3,?,?] (example_input only)": openvino_peer(model, dtype, x, calib, static=False)[0],
-            "OpenVINO static shape (bench)": openvino_peer(model, dtype, x, calib, static=True)[0]}
+    out = {"OpenVINO [?,3,?,?] (example_input only)": openvino_peer(model, dtype, x, calib, static=False)[0],
+           "OpenVINO static shape (bench)": openvino_peer(model, dtype, x, calib, static=True)[0]}
+    if dtype == "int8":  # NNCF's presets: PERFORMANCE (symmetric activations, the bench's) against MIXED
+        import nncf
+
+        out["OpenVINO static, NNCF MIXED preset"] = openvino_peer(
+            model, dtype, x, calib, nncf_options={"preset": nncf.QuantizationPreset.MIXED})[0]
+    return out
+
+
+def compile_variants(model, dtype: str, x: torch.Tensor) -> dict:
+    """torch.compile with inductor freezing alone against freezing + max_autotune (the bench's)."""
+    return {"torch.compile freezing": torch_compile_peer(model, dtype, x, max_autotune=False),
+            "torch.compile freezing + max_autotune (bench)": torch_compile_peer(model, dtype, x)}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", nargs="+", default=["resnet50", "ghostnet_100"])
-    p.add_argument("--dtypes", nargs="+", default=["fp32", "int8"], choices=["fp32", "int8"])
+    p.add_argument("--dtypes", nargs="+", default=["fp32", "int8"], choices=["fp32", "bf16", "int8"])
+    p.add_argument("--append", action="store_true", help="add the rows to --out instead of rewriting it")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--engines", nargs="+", default=["openvino", "onnxruntime", "torch"],
+                   choices=["openvino", "onnxruntime", "torch"])
     p.add_argument("--out", default=os.path.join(HERE, "peer_setups.md"))
     args = p.parse_args(argv)
     refuse_openvino_telemetry()
@@ -117,12 +135,17 @@ def main(argv: list[str] | None = None) -> int:
         calib = [torch.randn(args.batch, 3, 224, 224, generator=torch.Generator().manual_seed(i)) for i in range(4)]
         for dtype in args.dtypes:
             print(f"== {name} {dtype}", flush=True)
-            for engine, runners in (("openvino", ov_variants(ref, dtype, x, calib)),
-                                    ("onnxruntime", ort_variants(ref, dtype, x, calib,
-                                                                 os.path.join(workdir, f"{name}-{dtype}")))):
-                runners[f"resnetkit {engine}"] = rk.optimize_for_inference(
-                    ours, dtype=dtype, backend=engine, input_size=tuple(x.shape),
-                    calibration=calib if dtype == "int8" else None)
+            groups = {"openvino": lambda: ov_variants(ref, dtype, x, calib),
+                      "onnxruntime": lambda: ort_variants(ref, dtype, x, calib, os.path.join(workdir, f"{name}-{dtype}")),
+                      "torch": lambda: compile_variants(ref, dtype, x)}
+            for engine in args.engines:
+                if (engine, dtype) in (("torch", "int8"), ("onnxruntime", "bf16")):
+                    continue   # torch.compile's int8 (PT2E) lives in torchao; ONNX Runtime has no bf16: no peer
+                runners = groups[engine]()
+                if engine != "torch":
+                    runners[f"resnetkit {engine}"] = rk.optimize_for_inference(
+                        ours, dtype=dtype, backend=engine, input_size=tuple(x.shape),
+                        calibration=calib if dtype == "int8" else None)
                 timings = time_contenders(runners, x, iters=args.iters)
                 base = next(iter(timings.values())).images_per_s
                 for label, t in timings.items():
@@ -130,7 +153,11 @@ def main(argv: list[str] | None = None) -> int:
                     lines.append(f"| {ref_label} | {dtype} | {label} | {t.images_per_s:.1f} | "
                                  f"{t.images_per_s / base:.2f}× |")
                 del runners, timings
-    with open(args.out, "w") as f:
+    if args.append and os.path.exists(args.out):
+        lines = [f"| | | (rows below: `python benchmarks/peer_setups.py {' '.join(argv or sys.argv[1:])}`, "
+                 f"{datetime.date.today()}) | | |"] + [row for row in lines if row.startswith("| ") and "img/s" not in row
+                                                    and "---" not in row]
+    with open(args.out, "a" if args.append and os.path.exists(args.out) else "w") as f:
         f.write("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
     return 0
