@@ -258,3 +258,28 @@ def test_amp_on_an_avx2_only_cpu_trains_in_fp32_and_says_so():
     out = _run_avx2(AMP_RUN)
     assert out["amp"] is False and len(out["warnings"]) == 1
     assert "AVX2" in out["warnings"][0] and "AVX512-BF16" in out["warnings"][0] and "fp32 instead" in out["warnings"][0]
+
+
+def test_onnxruntime_int8_uses_7_bit_weights_only_without_vnni(monkeypatch, tmp_path):
+    """ONNX Runtime's quantization guide: without VNNI its u8×s8 kernel (VPMADDUBSW) can saturate, and
+    reduce_range (weights in [-64, 63]) is the remedy; with VNNI the full int8 range is used."""
+    import onnx
+    from onnx import numpy_helper
+
+    from resnetkit.deploy.cpu import CPU
+    from resnetkit.deploy.engines import onnxruntime_engine as ort_engine
+    from resnetkit.deploy.onnx import export_onnx
+
+    model = rk.create_model("resnet20").eval()
+    path = export_onnx(model, str(tmp_path / "m.onnx"), (1, 3, 32, 32))
+    calib = [torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))]
+    widest = {}
+    for kind, flags in (("avx2", {"avx2", "fma"}), ("vnni", {"avx2", "fma", "avx512f", "avx512_vnni"})):
+        here = CPU("test CPU", 2, frozenset(flags), None, "AVX2", frozenset(flags))
+        monkeypatch.setattr(ort_engine, "cpu", lambda here=here: here)
+        work = tmp_path / kind
+        work.mkdir()
+        q = onnx.load(ort_engine.quantize_qdq(path, calib, str(work)))
+        weights = [numpy_helper.to_array(t) for t in q.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+        widest[kind] = max(int(abs(w.astype(int)).max()) for w in weights if w.size > 1)
+    assert widest["avx2"] <= 64 < widest["vnni"], widest

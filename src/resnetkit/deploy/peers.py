@@ -15,7 +15,10 @@ resnetkit's, so they show what a user gets without resnetkit:
   opset 17, static shape), ``InferenceSession`` on the CPU provider with
   ``ORT_ENABLE_ALL`` and torch's thread count; int8 = ``quant_pre_process`` +
   ``quantize_static`` QDQ with per-channel weights (ORT's recipe for CNNs on
-  x86). No bf16 on ORT's CPU provider: not offered.
+  x86; 7-bit weights where the CPU has no VNNI, as its guide advises against
+  VPMADDUBSW saturation). No bf16 on ORT's CPU provider: not offered. A static-shape export,
+  ``reduce_range`` on a VNNI CPU and s8 activations were measured against this setup
+  (benchmarks/peer_setups.md): the same speed, the same, and 0.25-0.32×.
 * OpenVINO: ``openvino.convert_model(model, example_input=x, input=<x's shape>)``: a static
   shape, as OpenVINO's "Setting Input Shapes" guide advises when the shape is known (ghostnet_100 int8 at
   batch 16 ran 1.6× faster than with the ``[?,3,?,?]`` input ``example_input`` alone gives, on an

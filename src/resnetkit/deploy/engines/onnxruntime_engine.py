@@ -57,8 +57,16 @@ class OrtRunner(Runner):
         return ["model.onnx"]
 
 
+def saturation_safe() -> bool:
+    """Whether u8×s8 products need ``reduce_range`` here: without VNNI, MLAS multiplies with AVX2's
+    VPMADDUBSW, whose 16-bit pair sums can saturate; ONNX Runtime's quantization guide names
+    ``reduce_range`` (7-bit weights) as the remedy and says VNNI machines do not have the issue."""
+    return not any(cpu().has(f, uncapped=True) for f in INT8_FLAGS)
+
+
 def quantize_qdq(path: str, calibration: list[torch.Tensor], workdir: str, input_name: str = "input") -> str:
-    """Static QDQ int8 copy of the ONNX file at ``path`` (ONNX Runtime's recommended recipe for CNNs)."""
+    """Static QDQ int8 copy of the ONNX file at ``path`` (ONNX Runtime's recommended recipe for CNNs;
+    7-bit weights where the CPU has no VNNI, see :func:`saturation_safe`)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -73,7 +81,7 @@ def quantize_qdq(path: str, calibration: list[torch.Tensor], workdir: str, input
     quant_pre_process(path, prepped)
     qpath = os.path.join(workdir, "model.int8.onnx")
     quantize_static(prepped, qpath, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=saturation_safe())
     return qpath
 
 
