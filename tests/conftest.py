@@ -6,6 +6,8 @@ import os
 import pytest
 import torch
 
+from resnetkit.deploy.engines.base import EMULATED, NATIVE
+
 # ``make test`` runs two xdist workers on two cores: with torch's default of two OpenMP threads each they
 # oversubscribe the cores, and the whole suite took 7 min 37 s instead of 3 min 10 s (an AMX Xeon).
 # One thread per worker, and for the subprocesses they start.
@@ -45,9 +47,9 @@ def one_thread():
 # CPU features a test needs: name -> (engine, precision, the support levels that count as having it).
 # ``@pytest.mark.requires_cpu("bf16")`` skips the test where this CPU lacks it, the reason naming the
 # missing features; the refusal on such CPUs is tested on every machine (test_cpu.py, under ONEDNN_MAX_CPU_ISA).
-CPU_FEATURES = {"bf16": ("torch", "bf16", ("native", "emulated (slow)")),
-                "native-bf16": ("torch", "bf16", ("native",)),
-                "vnni": ("torch", "int8", ("native",))}
+CPU_FEATURES = {"bf16": ("torch", "bf16", (NATIVE, EMULATED)),
+                "native-bf16": ("torch", "bf16", (NATIVE,)),
+                "vnni": ("torch", "int8", (NATIVE,))}
 
 
 def pytest_configure(config):

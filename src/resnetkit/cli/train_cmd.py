@@ -205,14 +205,15 @@ def run_predict(args: argparse.Namespace) -> int:
         print(f"resnetkit predict: warning: {w.message}", file=sys.stderr)
     for path, top in zip(args.images, results):
         print(f"{path}: " + ", ".join(f"{name} {100 * p:.2f}%" for name, p in top))
-    if args.cam:
-        for line in write_cams(args, meta):
+    if args.cam:  # without --backend the checkpoint's eager model is already loaded: Grad-CAM needs that one
+        for line in write_cams(args, meta, model if running is None else None, device):
             print(line)
     return 0
 
 
-def write_cams(args: argparse.Namespace, meta: dict[str, Any]) -> list[str]:
-    """``predict --cam OUTDIR``: one PNG per image, the image at its own size under its Grad-CAM heat map."""
+def write_cams(args: argparse.Namespace, meta: dict[str, Any], model: Any = None, device: Any = "cpu") -> list[str]:
+    """``predict --cam OUTDIR``: one PNG per image, the image at its own size under its Grad-CAM heat map.
+    ``model``: the checkpoint's eager model when the caller has it (else it is loaded here, on the CPU)."""
     from PIL import Image
 
     from ..inspect.cam import cam, overlay
@@ -224,7 +225,8 @@ def write_cams(args: argparse.Namespace, meta: dict[str, Any]) -> list[str]:
     if exported_folder(args.checkpoint) is not None:
         raise CLIError("--cam needs the trained checkpoint (best.safetensors or last.pt): an exported engine "
                        "has no gradients to explain with")
-    model, _ = load_trained(args.checkpoint, "cpu")
+    if model is None:
+        model, device = load_trained(args.checkpoint, "cpu")[0], "cpu"
     spec = InputSpec.from_dict(meta["input"])
     mode = "L" if spec.data_chans == 1 else "RGB"
     out = Path(args.cam)
@@ -233,10 +235,10 @@ def write_cams(args: argparse.Namespace, meta: dict[str, Any]) -> list[str]:
     for path in map(Path, args.images):
         x = load_image(path, mode, spec.data_size or spec.image_size)
         x = 255 - x if args.invert else x
-        heat = cam(model, prepare_batch(x[None], spec)[0])
+        heat = cam(model, prepare_batch(x[None], spec, device)[0])
         with Image.open(path) as img:
             shown = Image.eval(img.convert("RGB"), lambda v: 255 - v) if args.invert else img.convert("RGB")
-            picture = overlay(shown, heat)
+            picture = overlay(shown, heat.cpu())
         target = out / f"{path.stem}.cam.png"
         picture.save(target)
         lines.append(f"{target}: Grad-CAM of {heat.layer} (the last stage) for "  # type: ignore[attr-defined]

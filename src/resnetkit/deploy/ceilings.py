@@ -78,12 +78,13 @@ def _ort_matmul_integer(n: int = 1024) -> tuple[Callable[[], object], float]:
 def ceiling(kind: str, seconds: float = 0.5) -> Ceiling:
     """Peak of ``kind`` ("fp32", "bf16", "int8") on this CPU: best of repeated calls within about ``seconds``."""
     from .engines import ENGINES
+    from .engines.base import NOT_OFFERED
 
     torch_support = ENGINES["torch"].support(kind)
     if kind == "fp32":
         return Ceiling(_best_rate(*_conv(torch.float32), seconds), "torch conv 3×3, oneDNN")
     if kind == "bf16":
-        if torch_support.level == "not offered":
+        if torch_support.level == NOT_OFFERED:
             return Ceiling(None, f"no bf16 convolution here: needs {torch_support.needs}")
         return Ceiling(_best_rate(*_conv(torch.bfloat16), seconds),
                        f"torch conv 3×3, {torch_support.kernels or 'oneDNN ' + torch_support.level}")

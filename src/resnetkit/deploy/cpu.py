@@ -61,9 +61,9 @@ class CPU:
         """True if every one of ``flags`` is usable here (``uncapped``: by code that ignores ONEDNN_MAX_CPU_ISA)."""
         return all(f in (self.hardware if uncapped else self.flags) for f in flags)
 
-    def first(self, *flags: str) -> str | None:
+    def first(self, *flags: str, uncapped: bool = False) -> str | None:
         """The first of ``flags`` usable here (e.g. the best of :data:`BF16_FLAGS`), or None."""
-        return next((f for f in flags if f in self.flags), None)
+        return next((f for f in flags if self.has(f, uncapped=uncapped)), None)
 
     @property
     def level(self) -> str:
@@ -78,11 +78,6 @@ class CPU:
     def feature_names(self) -> list[str]:
         """The ISA features that matter for inference, as people name them, in :data:`FEATURE_NAMES` order."""
         return [name for flag, name in FEATURE_NAMES.items() if flag in self.flags]
-
-    def summary(self) -> str:
-        """'<model>, <n> cores, <level>: <features>' (and the cap if one is set): for headers and reports."""
-        capped = f" (capped by ONEDNN_MAX_CPU_ISA={self.cap})" if self.cap else ""
-        return f"{self.model}, {self.cores} cores, {self.level}{capped}: {' '.join(self.feature_names()) or 'none'}"
 
 
 def _read_cpuinfo() -> tuple[str, set[str]]:
@@ -146,8 +141,8 @@ def torch_bf16_runs() -> bool:
 
 def fp32_isa() -> str:
     """The widest vector instructions fp32 kernels use here: AVX-512F, AVX2, NEON or the baseline."""
-    here = cpu()
-    return names(here.first("avx512f", "avx2", "asimd") or "") if here.first("avx512f", "avx2", "asimd") else here.aten
+    flag = cpu().first("avx512f", "avx2", "asimd")
+    return names(flag) if flag else cpu().aten
 
 
 def names(*flags: str) -> str:

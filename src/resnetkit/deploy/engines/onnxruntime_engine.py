@@ -61,7 +61,7 @@ def saturation_safe() -> bool:
     """Whether u8×s8 products need ``reduce_range`` here: without VNNI, MLAS multiplies with AVX2's
     VPMADDUBSW, whose 16-bit pair sums can saturate; ONNX Runtime's quantization guide names
     ``reduce_range`` (7-bit weights) as the remedy and says VNNI machines do not have the issue."""
-    return not any(cpu().has(f, uncapped=True) for f in INT8_FLAGS)
+    return cpu().first(*INT8_FLAGS, uncapped=True) is None
 
 
 def quantize_qdq(path: str, calibration: list[torch.Tensor], workdir: str, input_name: str = "input") -> str:
@@ -101,11 +101,10 @@ class OnnxRuntimeEngine(Engine):
         (MLAS reads the CPU itself: ONEDNN_MAX_CPU_ISA does not cap it)."""
         here = cpu()
         if dtype == "int8":
-            flag = next((f for f in INT8_FLAGS if here.has(f, uncapped=True)), None)
-            if flag or here.has("avx2", uncapped=True):
-                return Support(NATIVE, kernels=f"MLAS {names(flag) if flag else 'AVX2'}")
+            if flag := here.first(*INT8_FLAGS, "avx2", uncapped=True):
+                return Support(NATIVE, kernels=f"MLAS {names(flag)}")
         if dtype == "fp32":
-            flag = next((f for f in ("avx512f", "avx2") if here.has(f, uncapped=True)), None)
+            flag = here.first("avx512f", "avx2", uncapped=True)
             return Support(NATIVE, kernels=f"MLAS {names(flag)}" if flag else "MLAS")
         return super().support(dtype)
 
