@@ -5,7 +5,9 @@ slices. Slice 1 goes through its own 3×3; slice i (i ≥ 2) is added to the
 previous 3×3's output before its own 3×3, so later slices see ever larger
 receptive fields at one block's cost; the last slice passes unchanged. The
 first block of a stage ("stage" type: stride or projection) feeds every slice
-its own input instead and average-pools the last one to the stride. Layer
+its own input instead and average-pools the last one (3×3, at the stride;
+timm pools it at stride 1 too, mmdet only where there is a stride:
+``pool_unstrided``). Layer
 names (``convs.i``, ``bns.i``, ``pool``) are timm's, so timm's res2net
 checkpoints load as they are; ``cardinality`` > 1 groups each 3×3 (Res2NeXt).
 """
@@ -35,7 +37,7 @@ class Bottle2neck(_ResBlock):
                  groups: int = 1, base_width: int = 26, dilation: int = 1, norm_layer: NormLayer | None = None,
                  *, scale: int = 4, style: str = "pytorch", drop_path: float = 0.0,
                  plugins: Sequence[dict] | None = None, first_dilation: int | None = None,
-                 dcn: dict | None = None) -> None:
+                 dcn: dict | None = None, pool_unstrided: bool = True) -> None:
         super().__init__()
         if style != "pytorch" or dcn is not None:
             raise ResnetkitValueError("Bottle2neck takes style='pytorch' and no dcn (Res2Net puts the stride on its "
@@ -52,7 +54,7 @@ class Bottle2neck(_ResBlock):
         self.convs = nn.ModuleList(nn.Conv2d(width, width, 3, stride, padding=d, dilation=d, groups=groups,
                                              bias=False) for _ in range(max(1, scale - 1)))
         self.bns = nn.ModuleList(norm_layer(width) for _ in range(max(1, scale - 1)))
-        self.pool = nn.AvgPool2d(3, stride, padding=1) if self.is_first else None
+        self.pool = nn.AvgPool2d(3, stride, padding=1) if self.is_first and (stride > 1 or pool_unstrided) else None
         self.conv3 = nn.Conv2d(width * scale, planes * self.expansion, 1, bias=False)
         self.add_module(f"{abbr}3", norm_layer(planes * self.expansion))
         self.norm_names = [f"{abbr}1", f"{abbr}3"]

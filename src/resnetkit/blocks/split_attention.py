@@ -27,12 +27,12 @@ class SplitAttention(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
                  dilation: int = 1, groups: int = 1, radix: int = 2, norm_layer: NormLayer | None = None,
-                 reduction: float = 0.25, min_attn_channels: int = 32) -> None:
+                 reduction: float = 0.25, min_attn_channels: int = 32, attn_channels: int | None = None) -> None:
         super().__init__()
         norm_layer = norm_layer or nn.BatchNorm2d
         self.radix, self.groups = radix, groups
         mid = out_channels * radix
-        attn = make_divisible(in_channels * radix * reduction, min_value=min_attn_channels, divisor=8)
+        attn = attn_channels or make_divisible(in_channels * radix * reduction, min_value=min_attn_channels, divisor=8)
         self.conv = nn.Conv2d(in_channels, mid, kernel_size, stride, padding=dilation * (kernel_size // 2),
                               dilation=dilation, groups=groups * radix, bias=False)
         self.bn0 = norm_layer(mid)
@@ -59,6 +59,9 @@ class ResNestBottleneck(_ResBlock):
 
     With ``avd`` the stride leaves the 3×3 for a 3×3 average pool, before it
     (``avd_first``) or after it, as ResNeSt does in every strided block.
+    The attention's hidden width is timm's (``width·radix/4`` rounded to a
+    multiple of 8, at least 32); ``reduction_factor=r`` gives mmdet's
+    (``max(width·radix // r, 32)``).
     """
 
     expansion = 4
@@ -67,7 +70,7 @@ class ResNestBottleneck(_ResBlock):
                  groups: int = 1, base_width: int = 64, dilation: int = 1, norm_layer: NormLayer | None = None,
                  *, radix: int = 2, avd: bool = True, avd_first: bool = False, style: str = "pytorch",
                  drop_path: float = 0.0, plugins: Sequence[dict] | None = None, first_dilation: int | None = None,
-                 dcn: dict | None = None) -> None:
+                 dcn: dict | None = None, reduction_factor: int | None = None) -> None:
         super().__init__()
         if style != "pytorch" or dcn is not None:
             raise ResnetkitValueError("ResNestBottleneck takes style='pytorch' and no dcn")
@@ -81,7 +84,8 @@ class ResNestBottleneck(_ResBlock):
         self.conv1 = nn.Conv2d(inplanes, width, 1, bias=False)
         self.add_module(f"{abbr}1", norm_layer(width))
         self.avd_first = nn.AvgPool2d(3, avd_stride, padding=1) if avd_stride and avd_first else None
-        self.conv2 = SplitAttention(width, width, 3, conv_stride, d, groups, radix, norm_layer)
+        attn = max(width * radix // reduction_factor, 32) if reduction_factor else None
+        self.conv2 = SplitAttention(width, width, 3, conv_stride, d, groups, radix, norm_layer, attn_channels=attn)
         self.avd_last = nn.AvgPool2d(3, avd_stride, padding=1) if avd_stride and not avd_first else None
         self.conv3 = nn.Conv2d(width, planes * self.expansion, 1, bias=False)
         self.add_module(f"{abbr}3", norm_layer(planes * self.expansion))

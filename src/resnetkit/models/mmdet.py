@@ -1,6 +1,6 @@
 """mmdet backbone configs built as the same module: ``rk.from_mmdet_config(dict(type='ResNet', depth=50, ...))``.
 
-The result behaves as mmdet's ``ResNet`` / ``ResNetV1d`` / ``ResNeXt``: ``out_indices``
+The result behaves as mmdet's ``ResNet`` / ``ResNetV1d`` / ``ResNeXt`` / ``Res2Net`` / ``ResNeSt``: ``out_indices``
 count stages (0 = C2), ``forward`` returns a tuple of maps, and the state dict
 has mmdet's keys (``conv1``/``bn1`` or ``stem.N`` for the deep stem, ``gn1``… with
 GN, ``layerN.M.downsample.K``, ``conv2.conv_offset`` with DCN), so the
@@ -23,6 +23,8 @@ from torch import nn
 
 from ..errors import ResnetkitTypeError, ResnetkitValueError
 from ..blocks import BasicBlock, Bottleneck
+from ..blocks.res2net import Bottle2neck
+from ..blocks.split_attention import ResNestBottleneck
 from ..features import FeatureInfo
 from ..weights import WeightsError
 from ..weights.io import read_state_dict
@@ -33,14 +35,20 @@ log = logging.getLogger("resnetkit.weights")
 
 DEPTHS = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)), 50: (Bottleneck, (3, 4, 6, 3)),
           101: (Bottleneck, (3, 4, 23, 3)), 152: (Bottleneck, (3, 8, 36, 3))}
-_TYPES = {"ResNet": {}, "ResNetV1d": dict(deep_stem=True, avg_down=True), "ResNeXt": {}}
+_V1D = dict(deep_stem=True, avg_down=True)
+# each type: our defaults, its own options (beyond ResNet's), its block (None: by depth), its depths
+_TYPES = {"ResNet": ({}, set(), None, DEPTHS), "ResNetV1d": (_V1D, set(), None, DEPTHS),
+          "ResNeXt": ({}, {"groups", "base_width"}, None, DEPTHS),
+          "Res2Net": (_V1D, {"scales", "base_width"}, Bottle2neck, {d: DEPTHS[d][1] for d in (50, 101, 152)}),
+          "ResNeSt": (_V1D, {"groups", "base_width", "radix", "reduction_factor", "avg_down_stride"},
+                      ResNestBottleneck, {**{d: DEPTHS[d][1] for d in (50, 101, 152)}, 200: (3, 24, 36, 3)})}
 # mmdet's argument -> ours (same meaning); everything else in a config is handled below or refused
 _SAME = {"in_channels": "in_chans", "stem_channels": "stem_channels", "base_channels": "base_channels",
          "num_stages": "num_stages", "strides": "strides", "dilations": "dilations", "style": "style",
          "deep_stem": "deep_stem", "avg_down": "avg_down", "frozen_stages": "frozen_stages", "norm_cfg": "norm_cfg",
          "norm_eval": "norm_eval", "dcn": "dcn", "stage_with_dcn": "stage_with_dcn", "with_cp": "with_cp",
          "zero_init_residual": "zero_init_residual", "contract_dilation": "contract_dilation"}
-_HANDLED = {"type", "depth", "out_indices", "conv_cfg", "init_cfg", "pretrained", "groups", "base_width", "plugins"}
+_HANDLED = {"type", "depth", "out_indices", "conv_cfg", "init_cfg", "pretrained", "plugins"}
 
 
 class MMDetResNet(ResNet):
@@ -158,20 +166,19 @@ def _config_kwargs(cfg: dict) -> tuple[tuple[type, tuple[int, ...]], dict]:
     kind = str(cfg.get("type", "ResNet")).removeprefix("mmdet.")
     if kind not in _TYPES:
         raise ResnetkitValueError(f"backbone type {kind!r} is not supported; from_mmdet_config builds {sorted(_TYPES)}")
-    allowed = set(_SAME) | _HANDLED
-    if kind != "ResNeXt":  # groups and base_width are ResNeXt's alone
-        allowed -= {"groups", "base_width"}
+    defaults, own, block, depths = _TYPES[kind]
+    allowed = set(_SAME) | _HANDLED | own
     unknown = sorted(set(cfg) - allowed)
     if unknown:
         raise ResnetkitValueError(f"{kind}: option(s) {unknown} are not supported (or not {kind}'s); "
-                                  f"supported: {sorted(set(_SAME) | _HANDLED)}")
+                                  f"supported: {sorted(allowed)}")
     if cfg.get("conv_cfg") is not None:
         raise ResnetkitValueError(f"conv_cfg={cfg['conv_cfg']!r} is not supported; only plain convs (conv_cfg=None)")
     depth = cfg.get("depth")
-    if depth not in DEPTHS:
-        raise ResnetkitValueError(f"depth must be one of {sorted(DEPTHS)}, got {depth!r}")
-    block, layers = DEPTHS[depth]
-    kwargs = dict(_TYPES[kind], norm_eval=True, zero_init_residual=True)  # mmdet's defaults
+    if depth not in depths:
+        raise ResnetkitValueError(f"{kind} depth must be one of {sorted(depths)}, got {depth!r}")
+    block, layers = (block, depths[depth]) if block else depths[depth]
+    kwargs = dict(defaults, norm_eval=True, zero_init_residual=True)  # mmdet's defaults
     kwargs.update({ours: cfg[theirs] for theirs, ours in _SAME.items() if theirs in cfg})
     if cfg.get("plugins"):
         if block is BasicBlock:
@@ -181,21 +188,69 @@ def _config_kwargs(cfg: dict) -> tuple[tuple[type, tuple[int, ...]], dict]:
     if block is BasicBlock and any(d != 1 for d in cfg.get("dilations", ())):
         raise ResnetkitValueError("dilations on ResNet-18/34 are not supported here: mmdet's BasicBlock dilates conv1 only, "
                                   "resnetkit's follows timm (conv2 too); use create_model('resnet18', dilations=...)")
-    if kind == "ResNeXt":
-        groups, base_width = cfg.get("groups", 1), cfg.get("base_width", 4)
-        base = cfg.get("base_channels", 64)
-        if not all(isinstance(v, int) and v >= 1 for v in (groups, base_width, base)):
-            raise ResnetkitValueError(f"ResNeXt groups, base_width and base_channels must be positive integers, got "
-                                      f"{groups!r}, {base_width!r}, {base!r}")
-        if groups > 1 and (base_width * 64) % base:
-            raise ResnetkitValueError(f"ResNeXt base_width={base_width} with base_channels={base} is not supported")
-        # mmdet ResNeXt: width = planes when groups == 1, else floor(planes * base_width / base_channels) * groups
-        kwargs.update(groups=groups, width_per_group=64 if groups == 1 else base_width * 64 // base)
+    if kind in ("ResNeXt", "ResNeSt"):
+        groups = cfg.get("groups", 1)
+        if not isinstance(groups, int) or groups < 1:
+            raise ResnetkitValueError(f"{kind} groups must be a positive integer, got {groups!r}")
+        # mmdet: width = planes when groups == 1, else floor(planes * base_width / base_channels) * groups
+        kwargs.update(groups=groups, width_per_group=64 if groups == 1 else _scaled_width(kind, cfg, 4))
+    if kind == "Res2Net":
+        _res2net_options(cfg, kwargs)
+    if kind == "ResNeSt":
+        _resnest_options(cfg, kwargs)
     return (block, layers), kwargs
 
 
+def _scaled_width(kind: str, cfg: dict, default: int) -> int:
+    """mmdet's ``planes · base_width / base_channels`` as resnetkit's ``width_per_group`` (``planes · w / 64``)."""
+    base_width, base = cfg.get("base_width", default), cfg.get("base_channels", 64)
+    if not all(isinstance(v, int) and v >= 1 for v in (base_width, base)):
+        raise ResnetkitValueError(f"{kind} base_width and base_channels must be positive integers, got "
+                                  f"{base_width!r}, {base!r}")
+    if (base_width * 64) % base:
+        raise ResnetkitValueError(f"{kind} base_width={base_width} with base_channels={base} is not supported "
+                                  "(the width would not be a whole multiple of planes/64)")
+    return base_width * 64 // base
+
+
+def _res2net_options(cfg: dict, kwargs: dict) -> None:
+    """mmdet's Res2Net: always the deep stem, avg_down and style 'pytorch' (it overrides what is passed),
+    ``scales`` slices of ``floor(planes · base_width / base_channels)`` channels, and a stage's first block
+    pools its passed-through slice only where it has a stride (timm pools it in layer1 too)."""
+    for name, forced in (("deep_stem", True), ("avg_down", True), ("style", "pytorch")):
+        if name in cfg and cfg[name] != forced:
+            warnings.warn(f"Res2Net: {name}={cfg[name]!r} is ignored, as mmdet's Res2Net ignores it "
+                          f"(it always builds {name}={forced!r})", stacklevel=4)
+        kwargs[name] = forced
+    scales = cfg.get("scales", 4)
+    if not isinstance(scales, int) or scales < 2:
+        raise ResnetkitValueError(f"Res2Net scales must be an integer >= 2 (1 is a plain ResNet), got {scales!r}")
+    if kwargs.get("dcn") is not None:
+        raise ResnetkitValueError("Res2Net with dcn is not supported here (its slices' 3×3s would each need an offset "
+                                  "conv); use type='ResNet' with dcn, or Res2Net without")
+    for p in kwargs.get("plugins", ()):
+        if p["position"] != "after_conv3":
+            raise ResnetkitValueError(f"Res2Net plugin at {p['position']!r} is not supported: mmdet builds it for "
+                                      "`planes` channels but the block has width×scales there, so it cannot run; "
+                                      "use position='after_conv3'")
+    kwargs["width_per_group"] = _scaled_width("Res2Net", cfg, 26)
+    kwargs["block_args"] = dict(scale=scales, pool_unstrided=False)
+
+
+def _resnest_options(cfg: dict, kwargs: dict) -> None:
+    """mmdet's ResNeSt: ResNetV1d with split-attention 3×3s (``radix``), the attention's hidden width
+    ``max(width · radix // reduction_factor, 32)``, and the stride on a 3×3 average pool after the
+    split attention (``avg_down_stride``, as timm's avd)."""
+    radix, factor = cfg.get("radix", 2), cfg.get("reduction_factor", 4)
+    if not all(isinstance(v, int) and v >= 1 for v in (radix, factor)):
+        raise ResnetkitValueError(f"ResNeSt radix and reduction_factor must be positive integers, got {radix!r}, {factor!r}")
+    if kwargs.get("dcn") is not None:
+        raise ResnetkitValueError("ResNeSt with dcn is not supported here; use type='ResNet' with dcn")
+    kwargs["block_args"] = dict(radix=radix, reduction_factor=factor, avd=bool(cfg.get("avg_down_stride", True)))
+
+
 def from_mmdet_config(cfg: dict) -> MMDetResNet:
-    """Build mmdet's ``ResNet``/``ResNetV1d``/``ResNeXt`` backbone from its config dict.
+    """Build mmdet's ``ResNet``/``ResNetV1d``/``ResNeXt``/``Res2Net``/``ResNeSt`` backbone from its config dict.
 
     Every mmdet option is honoured or refused with the reason (``conv_cfg``,
     plugins other than ``ContextBlock``, dilated ResNet-18/34). ``init_cfg=dict(type='Pretrained',
