@@ -242,7 +242,7 @@ def test_a_prefix_that_fits_nothing_is_an_error(tmp_path):
 
 @pytest.mark.parametrize("cfg,match", [
     (dict(R50, conv_cfg=dict(type="ConvWS")), "conv_cfg"),
-    (dict(R50, plugins=[dict(cfg=dict(type="NonLocal2d"), position="after_conv2")]), "ConvModules"),
+    (dict(R50, plugins=[dict(cfg=dict(type="SE"), position="after_conv2")]), "create_model"),
     (dict(R50, plugins=[dict(cfg=dict(type="ContextBlock", ratio=1 / 4), position="after_conv3")] * 2), "postfix"),
     (dict(type="ResNet", depth=18, plugins=[dict(cfg=dict(type="ContextBlock", ratio=1 / 4),
                                                  position="after_conv2")]), "Bottleneck depth"),

@@ -16,6 +16,8 @@ from torch import nn
 
 from ..errors import ResnetkitTypeError, ResnetkitValueError
 from .gcnet import ContextBlock
+from .generalized_attention import GeneralizedAttention
+from .nonlocal_block import NonLocal2d, embedded_gaussian
 from .se import SqueezeExcite
 
 POSITIONS = ("after_conv1", "after_conv2", "after_conv3")
@@ -39,18 +41,9 @@ def register_plugin(name: str, cls: type[nn.Module], override: bool = False) -> 
     return cls
 
 
-# mmcv plugin types that resnetkit does not build, and why (README: "Backbones")
-_NOT_SUPPORTED = {
-    "GeneralizedAttention": "its relative-position embeddings and kv-stride variants are not implemented; "
-                            "use 'ContextBlock' or 'NonLocal2d' for global context",
-}
-
-
 def build_plugin(cfg: dict[str, Any], in_channels: int) -> nn.Module:
     cfg = dict(cfg)
     name = cfg.pop("type", None)
-    if name in _NOT_SUPPORTED:
-        raise ResnetkitValueError(f"plugin type {name!r} is not supported: {_NOT_SUPPORTED[name]}")
     if name not in _PLUGINS:
         close = difflib.get_close_matches(str(name), list(_PLUGINS), n=3)
         hint = f" Did you mean {close}?" if close else ""
@@ -119,17 +112,15 @@ class NonLocal(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
-        g = self.g(x).flatten(2).transpose(1, 2)          # n, hw, c'
-        theta = self.theta(x).flatten(2).transpose(1, 2)  # n, hw, c'
-        phi = self.phi(x).flatten(2)                      # n, c', hw
-        attn = theta @ phi
-        if self.use_scale:
-            attn = attn / theta.shape[-1] ** 0.5
-        y = (attn.softmax(-1) @ g).transpose(1, 2).reshape(n, -1, h, w)
+        g = self.g(x).flatten(2).transpose(1, 2)  # n, hw, c'
+        attn = embedded_gaussian(self.theta(x).flatten(2), self.phi(x).flatten(2), self.use_scale)
+        y = (attn @ g).transpose(1, 2).reshape(n, -1, h, w)
         return x + self.norm(self.conv_out(y))
 
 
 register_plugin("SE", SEPlugin)
 register_plugin("NonLocal", NonLocal)
-register_plugin("NonLocal2d", NonLocal)  # mmcv's name (embedded Gaussian; resnetkit's parameter names)
-register_plugin("ContextBlock", ContextBlock)  # GCNet, mmcv's names
+# mmcv's plugin layers, with mmcv's options and parameter names
+register_plugin("ContextBlock", ContextBlock)  # GCNet
+register_plugin("NonLocal2d", NonLocal2d)  # all four modes; resnetkit's "NonLocal" is the flat-named embedded Gaussian
+register_plugin("GeneralizedAttention", GeneralizedAttention)

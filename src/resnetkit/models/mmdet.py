@@ -131,7 +131,8 @@ class MMDetResNet(ResNet):
 
 
 # mmcv's plugin names (each class's `_abbr_`); the plugin types whose parameters are mmcv's too
-_PLUGIN_ABBR = {"ContextBlock": "context_block"}
+_PLUGIN_ABBR = {"ContextBlock": "context_block", "NonLocal2d": "nonlocal_block",
+                "GeneralizedAttention": "gen_attention_block"}
 
 
 def _mmdet_plugins(plugins: Sequence[dict]) -> tuple[list[dict], list[str]]:
@@ -141,9 +142,9 @@ def _mmdet_plugins(plugins: Sequence[dict]) -> tuple[list[dict], list[str]]:
         cfg = dict(p["cfg"])
         kind = cfg.get("type")
         if kind not in _PLUGIN_ABBR:
-            raise ResnetkitValueError(f"plugin {kind!r} in from_mmdet_config is not supported: only {sorted(_PLUGIN_ABBR)} "
-                                      "have mmcv's parameter names here (mmcv's NonLocal2d keeps its convs in ConvModules, "
-                                      "resnetkit's NonLocal does not); use create_model(..., plugins=...) for the others")
+            raise ResnetkitValueError(f"plugin {kind!r} in from_mmdet_config is not supported: mmcv's plugin layers are "
+                                      f"{sorted(_PLUGIN_ABBR)}; resnetkit's own types ('SE', 'NonLocal', registered "
+                                      "ones) go through create_model(..., plugins=...)")
         name = _PLUGIN_ABBR[kind] + str(cfg.pop("postfix", ""))
         if name in names:
             raise ResnetkitValueError(f"two plugins would both be named {name!r} (as in mmdet); give each a 'postfix'")
@@ -252,9 +253,9 @@ def _resnest_options(cfg: dict, kwargs: dict) -> None:
 def from_mmdet_config(cfg: dict) -> MMDetResNet:
     """Build mmdet's ``ResNet``/``ResNetV1d``/``ResNeXt``/``Res2Net``/``ResNeSt`` backbone from its config dict.
 
-    Every mmdet option is honoured or refused with the reason (``conv_cfg``,
-    plugins other than ``ContextBlock``, dilated ResNet-18/34). ``init_cfg=dict(type='Pretrained',
-    checkpoint=PATH, prefix=...)`` (or the older ``pretrained=PATH``) loads a local
+    Every mmdet option is honoured or refused with the reason (``conv_cfg``, plugins other
+    than mmcv's ``ContextBlock``/``NonLocal2d``/``GeneralizedAttention``, dilated ResNet-18/34).
+    ``init_cfg=dict(type='Pretrained', checkpoint=PATH, prefix=...)`` (or the older ``pretrained=PATH``) loads a local
     file; a ``torchvision://``/``open-mmlab://`` address is refused, since nothing is downloaded.
     """
     if not isinstance(cfg, dict):
