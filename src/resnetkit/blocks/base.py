@@ -43,6 +43,11 @@ class Block(nn.Module):
     def _forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def inside(self) -> tuple[str, str] | None:
+        """What the block does beyond a plain stack of layers, as (a label ``draw`` puts on its box,
+        a sentence ``explain`` writes under it, with this block's numbers); None for plain blocks."""
+        return None
+
 
 class DropPath(nn.Module):
     """Stochastic depth (Huang et al. 2016): drop the whole residual branch per sample.

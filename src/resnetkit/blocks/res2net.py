@@ -76,3 +76,21 @@ class Bottle2neck(_ResBlock):
         out = self.conv3(torch.cat(outs, 1))
         out = self._plugin(getattr(self, self.norm_names[1])(out), "after_conv3")
         return self._add(out, x)
+
+    def inside(self) -> tuple[str, str]:
+        s, w = self.scale, self.width
+        if s == 1:
+            return "1 slice: a plain 3×3", "scale 1: one 3×3 over all channels, as a plain bottleneck"
+        conv = f"3×3/{self.stride}" if self.stride > 1 else "3×3"
+        split = f"conv1's {w * s} channels are split into {s} slices of {w}"
+        join = f"the {s} outputs are concatenated back to {w * s} channels for conv3"
+        last = f"average-pooled {conv}" if self.pool is not None else "passed on unchanged"
+        convolved = f"slices 1–{s - 1} each" if s > 2 else "slice 1"
+        if self.is_first:
+            return (f"{s} slices × {w} ch, parallel {conv}s",
+                    f"{split}; a stage's first block gives {convolved} its own {conv} (no chain), "
+                    f"slice {s} is {last}; {join}")
+        chain = (f"; slice i = 3×3(slice i + output i−1) for i = 2…{s - 1}, so each slice sees a larger field "
+                 f"than the one before (up to {s - 1} chained 3×3s)") if s > 2 else ""
+        return (f"{s} slices × {w} ch, hierarchical 3×3s",
+                f"{split}: slice 1 → 3×3{chain}; slice {s} is {last}; {join}")

@@ -102,3 +102,21 @@ class ResNestBottleneck(_ResBlock):
         out = self.avd_last(out) if self.avd_last is not None else out
         out = self._plugin(getattr(self, self.norm_names[1])(self.conv3(out)), "after_conv3")
         return self._add(out, x)
+
+    def inside(self) -> tuple[str, str]:
+        sa = self.conv2
+        r, g = sa.radix, sa.groups
+        width, hidden = sa.conv.out_channels // r, sa.fc1.out_channels
+        pool = self.avd_first or self.avd_last
+        stride = f"; the stride {self.stride} is a 3×3 average pool {'before' if self.avd_first else 'after'} it" \
+            if pool is not None else ""
+        groups = f"{g} group{'s' if g > 1 else ''}"
+        if r == 1:
+            return (f"split attention: radix 1, {groups}",
+                    f"conv2 = split attention with radix 1: one 3×3 conv in {groups} whose {width} channels are "
+                    f"gated by a sigmoid of fc2(fc1(their average)), {width}→{hidden}→{width} (squeeze-excite){stride}")
+        return (f"split attention: radix {r}, {groups}",
+                f"conv2 = split attention: one 3×3 conv in {g * r} groups makes {r} versions of {width} channels "
+                f"({width * r}); their sum is averaged to {width}×1×1, fc1 {width}→{hidden} and fc2 {hidden}→{width * r} "
+                f"score each version per channel, a softmax across the {r} versions weighs them, and their weighted "
+                f"sum is the {width} channels (squeeze-excite across alternative convs){stride}")

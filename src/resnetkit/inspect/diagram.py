@@ -15,7 +15,7 @@ from torch import nn
 
 from .summary import count_params, human, stage_ends
 from .trace import ADAPTIVE, Call, Trace, window_params
-from .units import after_word, op_words, residual_unit
+from .units import after_word, block_inside, op_words, residual_unit
 
 _SILENT = (nn.Identity, nn.Flatten, nn.Dropout, nn.Dropout2d)
 
@@ -35,9 +35,11 @@ class Box:
     macs: int
     shortcut: str | None = None     # "identity", "projection" or "none"; None for a plain layer
     reason: str = ""                # why a projection (or no shortcut): "stride 2, 64→128 ch"
+    detail: str = ""                # what the block does inside, e.g. "4 slices × 26 ch, hierarchical 3×3s"
     count: int = 1                  # units folded into this box
     key: tuple = ()                 # what makes two units identical
     names: list[str] = field(default_factory=list)
+    calls: list[int] = field(default_factory=list)  # indices in the trace of the calls the box stands for
 
 
 @dataclass
@@ -84,9 +86,10 @@ def _unit_box(c: Call) -> Box:
         why.append("no params")  # He et al.'s option A: subsample and zero-pad
     params = count_params(c.module)[0] if not c.repeat else 0
     reason = ", ".join(why) or ("configured" if kind == "projection" else "")
-    key = (c.type_name, c.in_shape, c.out_shape, kind, reason, params)
-    return Box(_named(c.name, c.type_name), shape_text(c.out_shape), params, c.total_macs, kind, reason,
-               key=key, names=[c.name])
+    detail = inside[0] if (inside := block_inside(c.module)) else ""
+    key = (c.type_name, c.in_shape, c.out_shape, kind, reason, params, detail)
+    return Box(_named(c.name, c.type_name), shape_text(c.out_shape), params, c.total_macs, kind, reason, detail,
+               key=key, names=[c.name], calls=[c.index])
 
 
 def _layer_words(c: Call) -> str | None:
@@ -115,9 +118,11 @@ def _layer_boxes(calls: list[Call], tr: Trace) -> list[Box]:
             params = 0 if c.repeat else count_params(c.module)[0]
             words = _layer_words(c)
             if words is not None or not boxes:
-                boxes.append(Box(_named(c.name, words or c.type_name), shape_text(c.out_shape), params, c.macs))
+                boxes.append(Box(_named(c.name, words or c.type_name), shape_text(c.out_shape), params, c.macs,
+                                 calls=[c.index]))
                 continue
             last = boxes[-1]
+            last.calls.append(c.index)
             if (w := after_word(c.module)) is not None:
                 last.title += (", " if " + " in last.title else " + ") + w
             last.params, last.macs = last.params + params, last.macs + c.macs
@@ -175,7 +180,7 @@ def _fold(boxes: list[Box], min_run: int) -> list[Box]:
         first = run[0]
         out.append(Box(f"{first.names[0]} … {run[-1].names[0]} · {first.key[0]} ×{len(run)}", first.shape,
                        sum(b.params for b in run), sum(b.macs for b in run), first.shortcut, first.reason,
-                       len(run), first.key, [n for b in run for n in b.names]))
+                       first.detail, len(run), first.key, [n for b in run for n in b.names], [i for b in run for i in b.calls]))
     return out
 
 

@@ -10,9 +10,10 @@ opens a window or touches the user's backend.
 """
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import IO, Sequence
 
 from torch import nn
 
@@ -20,7 +21,7 @@ from ..errors import ResnetkitTypeError, ResnetkitValueError
 from ..train._deps import require
 from .diagram import Box, Column, columns, shape_text
 from .summary import batched_size, count_params, human
-from .trace import trace
+from .trace import Trace, trace
 
 FORMATS = {".png": "png", ".svg": "svg"}
 DPI = 100
@@ -55,8 +56,14 @@ def _label(box: Box) -> str:
     return kind + (f"\n{box.reason}" if box.reason else "")
 
 
+def _box_lines(box: Box) -> tuple[str, str]:
+    """The card's title, then its output shape (and, for blocks that say it, what they do inside)."""
+    return box.title, f"→ {box.shape}" + (f"\n{box.detail}" if box.detail else "")
+
+
 def _box_w(box: Box) -> float:
-    words = [_width(box.title, bold=box.shortcut is not None), _width(f"→ {box.shape}")]
+    title, rest = _box_lines(box)
+    words = [_width(title, bold=box.shortcut is not None), _width(rest, FONT - (1 if "\n" in rest else 0))]
     if box.shortcut:
         words.append(_width(_label(box), FONT - 1))
     return max(words) + PAD
@@ -70,13 +77,15 @@ def _arrow(ax, start: tuple[float, float], end: tuple[float, float], color: str 
 
 
 def _card(ax, x: float, y: float, w: float, fill: str, lines: tuple[str, str], bold: bool,
-          stacked: bool = False) -> None:
-    """A rounded box with a title line and a detail line; ``stacked``: a folded run, a second card behind."""
+          stacked: bool = False, gid: str | None = None) -> None:
+    """A rounded box with a title line and a detail line; ``stacked``: a folded run, a second card behind.
+    ``gid`` becomes the front card's ``id`` in SVG output (``rk.view`` makes the cards clickable by it)."""
     from matplotlib.patches import FancyBboxPatch
 
     for dx in ((STACK, 0.0) if stacked else (0.0,)):
-        ax.add_patch(FancyBboxPatch((x + dx, y - dx), w, BOX_H, boxstyle="round,pad=0,rounding_size=0.06",
-                                    fc=fill, ec="#555555", lw=0.8))
+        card = ax.add_patch(FancyBboxPatch((x + dx, y - dx), w, BOX_H, boxstyle="round,pad=0,rounding_size=0.06",
+                                           fc=fill, ec="#555555", lw=0.8))
+    card.set_gid(gid)
     top, rest = lines
     two = "\n" in rest
     ax.text(x + w / 2, y + (0.13 if two else 0.17), top, ha="center", va="center", fontsize=FONT,
@@ -96,7 +105,9 @@ def _shortcut(ax, box: Box, x: float, y: float, w: float) -> None:
 
 
 def render(cols: list[Column], title: str):
-    """The matplotlib Figure of the given columns, one row each (see :func:`draw`)."""
+    """The matplotlib Figure of the given columns, one row each (see :func:`draw`).
+
+    In SVG output, column ``i``'s header card has the id ``rk-col-i`` and its ``j``-th box ``rk-box-i-j``."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -117,16 +128,16 @@ def render(cols: list[Column], title: str):
     ax.set_axis_off()
     ax.text(MARGIN, TITLE_H / 2, title, ha="left", va="center", fontsize=FONT + 3, fontweight="bold")
     for i, (col, y) in enumerate(zip(cols, tops)):
-        _card(ax, MARGIN, y, head_w, FILL["head"], _header(col), bold=True)
+        _card(ax, MARGIN, y, head_w, FILL["head"], _header(col), bold=True, gid=f"rk-col-{i}")
         if i:  # the stages follow each other down the left
             _arrow(ax, (MARGIN + head_w / 2, tops[i - 1] + BOX_H), (MARGIN + head_w / 2, y))
         x = MARGIN + head_w
-        for b in col.boxes:
+        for j, b in enumerate(col.boxes):
             w = _box_w(b)
             _arrow(ax, (x, y + BOX_H / 2), (x + GAP, y + BOX_H / 2))
             x += GAP
-            _card(ax, x, y, w, FILL["unit" if b.shortcut else "layer"], (b.title, f"→ {b.shape}"),
-                  bold=b.shortcut is not None, stacked=b.count > 1)
+            _card(ax, x, y, w, FILL["unit" if b.shortcut else "layer"], _box_lines(b),
+                  bold=b.shortcut is not None, stacked=b.count > 1, gid=f"rk-box-{i}-{j}")
             if b.shortcut:
                 _shortcut(ax, b, x, y, w)
             x += w + (STACK if b.count > 1 else 0)
@@ -147,13 +158,20 @@ def output_format(path: str | Path) -> str:
     return fmt
 
 
-def save(fig, path: str | Path) -> None:
-    """Write ``fig`` as PNG or SVG by the file's suffix (SVG keeps its text as text)."""
+def save(fig, path: str | Path | IO) -> None:
+    """Write ``fig`` as PNG or SVG by the file's suffix (SVG keeps its text as text, the same bytes every time);
+    a text stream gets SVG."""
     import matplotlib
 
-    fmt = output_format(path)
+    fmt = "svg" if isinstance(path, io.TextIOBase) else output_format(path)
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "resnetkit"}):
-        fig.savefig(path, format=fmt, dpi=DPI, facecolor="white")
+        fig.savefig(path, format=fmt, dpi=DPI, facecolor="white", metadata={"Date": None} if fmt == "svg" else None)
+
+
+def title_line(model: nn.Module, recorded: Trace) -> str:
+    """The picture's title line: the model's class, input, parameters and MACs."""
+    return (f"{type(model).__name__} · input {shape_text(recorded.input_shape)} · {human(count_params(model)[0])} "
+            f"params · {human(recorded.calls[0].total_macs)} MACs")
 
 
 def draw(model: nn.Module, input_size: Sequence[int] | None = None, path: str | Path | None = None, *,
@@ -184,10 +202,7 @@ def draw(model: nn.Module, input_size: Sequence[int] | None = None, path: str | 
     if path is not None:
         output_format(path)  # a wrong path fails before the forward pass
     recorded = trace(model, input_size)
-    total = count_params(model)[0]
-    title = (f"{type(model).__name__} · input {shape_text(recorded.input_shape)} · {human(total)} params · "
-             f"{human(recorded.calls[0].total_macs)} MACs")
-    fig = render(columns(recorded, fold), title)
+    fig = render(columns(recorded, fold), title_line(model, recorded))
     if path is not None:
         save(fig, path)
     return fig

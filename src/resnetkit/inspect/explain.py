@@ -10,7 +10,7 @@ from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 from .formulas import SizeStep, transposed_out, window_out
 from .summary import axes_text, batched_size, per_axis, stage_ends
 from .trace import ADAPTIVE, Call, Trace, trace, window_params
-from .units import describe_layers, residual_unit
+from .units import block_inside, describe_layers, residual_unit
 
 HEADER = ("Output size per spatial axis: (H + 2p − d·(k−1) − 1) // s + 1, written (H − k + 2p) // s + 1 "
           "when the dilation d is 1 (pools with ceil_mode round up).")
@@ -93,18 +93,27 @@ def _unit_line(c: Call) -> str | None:
                    f"so x must be mapped to {_shape(c.out_shape)} before the addition")
 
 
+def call_line(c: Call) -> str | None:
+    """``explain``'s line for one call: why a residual unit's shortcut is what it is, or how a leaf layer's
+    output size follows from its formula; None for other calls (and for repeated calls of a container)."""
+    if c.repeat and not c.leaf:
+        return None
+    return _unit_line(c) or (_layer_line(c) if c.leaf else None)
+
+
 def explain_lines(tr: Trace, note: str | None = None) -> Explanation:
     """The explanation of one recorded forward pass (see :func:`explain`); ``note`` says what was assumed."""
     lines = Explanation([f"{type(tr.model).__name__}, input {'×'.join(map(str, tr.input_shape))}",
                          *([f"Note: {note}"] if note else []), HEADER, ""])
     if (whole := _unit_line(tr.calls[0])) is not None:  # the model is itself one residual unit (a block)
         lines.append(whole)
+        if inside := block_inside(tr.model):
+            lines.append("  inside: " + inside[1])
     for c in tr.calls[1:]:
-        if c.repeat and not c.leaf:
-            continue
-        text = _unit_line(c) or (_layer_line(c) if c.leaf else None)
-        if text:
+        if text := call_line(c):
             lines.append("  " * (c.depth - 1) + text)
+        if not c.repeat and (inside := block_inside(c.module)):
+            lines.append("  " * c.depth + "inside: " + inside[1])
     last = {c.name: c for c in tr.calls}
     stages = [(label, last[name]) for label, name in stage_ends(tr) if name in last and last[name].field]
     if stages:

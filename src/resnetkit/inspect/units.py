@@ -117,6 +117,12 @@ def residual_unit(module: nn.Module) -> Unit | None:
     return None
 
 
+def block_inside(module: nn.Module) -> tuple[str, str] | None:
+    """A block's own account of what it does inside (Res2Net's slices, ResNeSt's split attention):
+    (a short label, a sentence with its numbers); None for plain blocks and other modules."""
+    return module.inside() if isinstance(module, Block) else None
+
+
 def describe_layers(module: nn.Module) -> str:
     """A shortcut (or any small stack) in table words, e.g. ``Conv 1×1×128 Stride=2, BN``."""
     mods = [module] if next(iter(module.children()), None) is None else list(module.modules())[1:]
