@@ -29,7 +29,7 @@ from helpers import give_trained_bn_stats
 from resnetkit.blocks.generalized_attention import GeneralizedAttention
 from resnetkit.blocks.nonlocal_block import NonLocal2d
 from resnetkit.errors import ResnetkitValueError
-from test_mmdet import R50, mmdet_keys
+from test_mmdet import GCB, R50, mmdet_keys
 
 MODES = ("embedded_gaussian", "dot_product", "gaussian", "concatenation")
 BN_STATE = {"weight": 1, "bias": 1, "running_mean": 1, "running_var": 1, "num_batches_tracked": 0}
@@ -322,19 +322,22 @@ def test_generalized_attention_trains():
 
 
 # ------------------------------------------------------------------ through mmdet configs and create_model
-def _plugin_keys(keys, name, stages):
-    blocks = dict(zip((1, 2, 3, 4), (3, 4, 6, 3)))
-    return {f"layer{s}.{i}.{name}.{k}" for s in stages for i in range(blocks[s]) for k in keys}
+def _plugin_keys(per_stage, name):
+    """{key: shape} of plugin ``name`` in every block of the stages given as {stage: plugin's {key: shape}}."""
+    blocks = {1: 3, 2: 4, 3: 6, 4: 3}
+    return {f"layer{s}.{i}.{name}.{k}": shape for s, keys in per_stage.items() for i in range(blocks[s])
+            for k, shape in keys.items()}
 
 
-def _round_trip(cfg, expected, forward=True):
-    """Build ``cfg``: mmdet's keys, loaded back strictly with random plugin weights (and run on X64)."""
+def _round_trip(cfg, plugin_keys, forward=True):
+    """Build ``cfg``: mmdet's keys plus ``plugin_keys`` (with their shapes), loaded back strictly with random
+    plugin weights (and run on X64)."""
     b = rk.from_mmdet_config(cfg).eval()
     sd = b.state_dict()
-    assert set(sd) == expected
+    assert set(sd) == mmdet_keys() | set(plugin_keys)
+    assert {k: tuple(sd[k].shape) for k in plugin_keys} == plugin_keys
     torch.manual_seed(0)
-    sd = {k: (torch.randn_like(v) * 0.05 if v.is_floating_point() and ("nonlocal" in k or "gen_att" in k)
-              and "running_" not in k else v)
+    sd = {k: torch.randn_like(v) * 0.05 if k in plugin_keys and v.is_floating_point() and "running_" not in k else v
           for k, v in sd.items()}
     again = rk.from_mmdet_config(cfg).eval()
     again.load_state_dict(sd, strict=True)
@@ -353,14 +356,10 @@ def _round_trip(cfg, expected, forward=True):
     (dict(type="NonLocal2d", mode="concatenation", reduction=4, norm_cfg=dict(type="GN", num_groups=32)), "gn"),
 ])
 def test_nonlocal2d_in_from_mmdet_config_has_mmdets_keys(cfg, norm):
-    # as mmdet's tests: NonLocal2d after conv2 (width 256 in layer3, 512 in layer4)
-    b = _round_trip(dict(R50, plugins=[dict(cfg=cfg, position="after_conv2", stages=(False, False, True, True))]),
-                    mmdet_keys() | _plugin_keys(nonlocal_keys(256, cfg.get("mode", "embedded_gaussian"),
-                                                              cfg.get("sub_sample", False), norm,
-                                                              cfg.get("reduction", 2)), "nonlocal_block", (3,))
-                    | _plugin_keys(nonlocal_keys(512, cfg.get("mode", "embedded_gaussian"), cfg.get("sub_sample", False),
-                                                 norm, cfg.get("reduction", 2)), "nonlocal_block", (4,)))
-    assert tuple(b.state_dict()["layer3.0.nonlocal_block.conv_out.conv.weight"].shape)[:2] == (256, 256 // cfg.get("reduction", 2))
+    # as in mmdet's tests, after conv2: 256 channels in layer3, 512 in layer4
+    args = (cfg.get("mode", "embedded_gaussian"), cfg.get("sub_sample", False), norm, cfg.get("reduction", 2))
+    _round_trip(dict(R50, plugins=[dict(cfg=cfg, position="after_conv2", stages=(False, False, True, True))]),
+                _plugin_keys({3: nonlocal_keys(256, *args), 4: nonlocal_keys(512, *args)}, "nonlocal_block"))
 
 
 @pytest.mark.parametrize("bits", ["1111", "0010"])
@@ -368,9 +367,8 @@ def test_empirical_attention_configs_build_with_mmdets_keys(bits):
     # configs/empirical_attention/faster-rcnn_r50-attn1111_fpn_1x_coco.py (and attn0010), verbatim
     plugins = [dict(cfg=dict(type="GeneralizedAttention", spatial_range=-1, num_heads=8, attention_type=bits,
                              kv_stride=2), stages=(False, False, True, True), position="after_conv2")]
-    b = _round_trip(dict(R50, plugins=plugins), mmdet_keys() | _plugin_keys(ga_keys(256, bits, 8), "gen_attention_block", (3,))
-                    | _plugin_keys(ga_keys(512, bits, 8), "gen_attention_block", (4,)), forward=False)
-    assert tuple(b.state_dict()["layer4.2.gen_attention_block.value_conv.weight"].shape) == (512, 512, 1, 1)
+    keys = _plugin_keys({3: ga_keys(256, bits, heads=8), 4: ga_keys(512, bits, heads=8)}, "gen_attention_block")
+    b = _round_trip(dict(R50, plugins=plugins), keys, forward=False)
     plain = rk.from_mmdet_config(R50).eval()
     give_trained_bn_stats(plain)
     b.load_state_dict(plain.state_dict(), strict=False)
@@ -387,12 +385,13 @@ def test_mmdets_three_plugins_in_one_block():
                dict(cfg=dict(type="NonLocal2d"), position="after_conv2"),
                dict(cfg=dict(type="ContextBlock", ratio=1. / 16), position="after_conv3")]
     b = rk.from_mmdet_config(dict(R50, plugins=plugins))
+    widths = {1: 64, 2: 128, 3: 256, 4: 512}  # conv2's
+    expected = _plugin_keys({s: ga_keys(c, "0010", heads=8) for s, c in widths.items()}, "gen_attention_block") | \
+        _plugin_keys({s: nonlocal_keys(c) for s, c in widths.items()}, "nonlocal_block")
+    gcb = _plugin_keys({s: dict.fromkeys(GCB) for s in widths}, "context_block")
     sd = b.state_dict()
-    assert set(k for k in sd if k.startswith("layer1.0.gen_attention_block.")) == \
-        {f"layer1.0.gen_attention_block.{k}" for k in ga_keys(64, "0010", 8)}
-    assert set(k for k in sd if k.startswith("layer1.0.nonlocal_block.")) == \
-        {f"layer1.0.nonlocal_block.{k}" for k in nonlocal_keys(64)}
-    assert {"layer4.2.context_block.conv_mask.weight", "layer2.3.nonlocal_block.g.conv.bias"} <= set(sd)
+    assert set(sd) == mmdet_keys() | set(expected) | set(gcb)
+    assert {k: tuple(sd[k].shape) for k in expected} == expected
     with torch.no_grad():
         assert len(b.eval()(X64[..., :32, :32])) == 4
 

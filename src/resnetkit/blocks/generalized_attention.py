@@ -78,8 +78,9 @@ class GeneralizedAttention(nn.Module):
         if not (isinstance(attention_type, str) and len(attention_type) == 4 and set(attention_type) <= {"0", "1"}):
             raise ResnetkitValueError(f"GeneralizedAttention attention_type must be four bits such as '1111' or '0010' "
                                       f"(query·key, query·position, bias·key, bias·position), got {attention_type!r}")
-        for name, value, low in (("num_heads", num_heads, 1), ("kv_stride", kv_stride, 1), ("q_stride", q_stride, 1),
-                                 ("spatial_range", spatial_range, -1), ("position_embedding_dim", position_embedding_dim, -1)):
+        for name, value, low in (("num_heads", num_heads, 1), ("kv_stride", kv_stride, 1),
+                                 ("q_stride", q_stride, 1), ("spatial_range", spatial_range, -1),
+                                 ("position_embedding_dim", position_embedding_dim, -1)):
             _check_int(name, value, low)
         self.head_dim = in_channels // num_heads
         if self.head_dim < 1:
@@ -88,8 +89,8 @@ class GeneralizedAttention(nn.Module):
         self.terms = content, rel_pos, key_bias, pos_bias = tuple(bit == "1" for bit in attention_type)
         self.pos_dim = position_embedding_dim if position_embedding_dim > 0 else in_channels
         if (rel_pos or pos_bias) and self.pos_dim % 4:
-            raise ResnetkitValueError(f"GeneralizedAttention position_embedding_dim={self.pos_dim} must be a multiple of 4 "
-                                      "(sin and cos at dim/4 wave lengths per axis); pass one, e.g. "
+            raise ResnetkitValueError(f"GeneralizedAttention position_embedding_dim={self.pos_dim} must be a multiple "
+                                      "of 4 (sin and cos at dim/4 wave lengths per axis); pass one, e.g. "
                                       f"{self.pos_dim - self.pos_dim % 4 or 4}")
         if spatial_range >= 0 and in_channels not in _MASK_SIDE:
             raise ResnetkitValueError(f"GeneralizedAttention spatial_range={spatial_range} needs 256 or 512 channels "
@@ -120,7 +121,8 @@ class GeneralizedAttention(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """mmcv's: Kaiming-uniform (a=1, fan_in) projections, zero proj_conv bias, biases U(±1/√(2·head_dim)), γ = 0."""
+        """mmcv's: Kaiming-uniform (a=1, fan_in) projections, zero proj_conv bias,
+        appr/geom biases U(±1/√(2·head_dim)), γ = 0."""
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_uniform_(m.weight, a=1, mode="fan_in", nonlinearity="leaky_relu")

@@ -108,8 +108,8 @@ class NonLocal2d(nn.Module):
         theta, phi = self.theta(x).flatten(2), self.phi(x).flatten(2)  # N, c', HW and N, c', HW'
         if self.mode == "concatenation":
             # ReLU(w·[θᵢ; φⱼ]) = ReLU(w_θ·θᵢ + w_φ·φⱼ): mmcv's sum without building the (2c', HW, HW') tensor
-            w = self.concat_project.conv.weight.flatten()
-            scores = (w[:self.inter_channels] @ theta)[:, :, None] + (w[self.inter_channels:] @ phi)[:, None, :]
+            w_theta, w_phi = self.concat_project.conv.weight.flatten().split(self.inter_channels)
+            scores = (w_theta @ theta)[:, :, None] + (w_phi @ phi)[:, None, :]
             return self.concat_project.activate(scores) / phi.shape[-1]
         if self.mode == "dot_product":
             return theta.transpose(1, 2) @ phi / phi.shape[-1]
