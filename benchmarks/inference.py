@@ -23,6 +23,7 @@ run continues where it stopped.
     python benchmarks/inference.py --resume              # continue an interrupted run
     python benchmarks/inference.py --quick               # resnet18, batch 1, few iterations (about 3 min)
     python benchmarks/inference.py --models resnet50 --batches 16 --dtypes bf16 int8
+    python benchmarks/inference.py --models resnest50d res2net50_26w_4s --batches 16 --dtypes fp32 int8
 """
 from __future__ import annotations
 
@@ -47,6 +48,9 @@ from resnetkit.deploy.peers import cpu_info, cpu_line, refuse_openvino_telemetry
 
 MODELS = ["resnet18", "resnet50", "mobilenet_v2", "ghostnet_100"]
 DTYPES = ["fp32", "bf16", "int8"]
+# Res2Net's hierarchical slices and ResNeSt's split attention (timm's models as the reference): batch 16,
+# fp32 and int8, added to the default run
+SPLIT_CELLS = [(m, 16, d) for m in ("resnest50d", "res2net50_26w_4s") for d in ("fp32", "int8")]
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Table columns: (heading, how to find the contender in a cell's rows)
 PEER_COLUMNS = [("torch.compile freezing", "torch.compile"), ("ORT own", "onnxruntime"),
@@ -353,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     print("ceilings: " + ", ".join(c.text(k) for k, c in ceilings.items()), flush=True)
     state = read_state(state_path, cpu_info()[0])  # cells of other filters stay in the file
     keys = [(m, b, d) for m in args.models for b in args.batches for d in args.dtypes]
+    if args.models == MODELS and not args.quick:
+        keys += [k for k in SPLIT_CELLS if k not in keys]
     key = lambda m, b, d: f"{m}|{b}|{d}"  # noqa: E731
     todo = [k for k in keys if not (args.resume and key(*k) in state["cells"])]
     fresh: set = set()  # cells measured in this run
