@@ -13,6 +13,7 @@ from .deploy import export, export_onnx, load_inference, optimize_for_inference,
 from .train import TrainConfig, Trainer, fit  # torch only: tqdm/matplotlib/mlxtend load on use
 from .inspect import explain, summary
 from .inspect.draw import draw
+from .inspect.view import View, view
 from .inspect.cam import cam
 from .tables import TableError, from_table, to_table
 
@@ -20,7 +21,7 @@ from ._version import __version__
 
 __all__ = ["create_model", "list_models", "register_model", "register_plugin", "UnknownModelError",
            "FeatureInfo", "optimize_for_inference", "quantize_int8", "export_onnx", "export", "load_inference",
-           "summary", "explain", "draw", "from_table", "to_table", "TableError", *_blocks_all]
+           "summary", "explain", "draw", "view", "View", "from_table", "to_table", "TableError", *_blocks_all]
 __all__ += ["Trainer", "TrainConfig", "fit"]
 __all__ += ["load_weights", "save_weights", "WeightsError", "LoadResult"]
 __all__ += ["with_fpn", "cam"]

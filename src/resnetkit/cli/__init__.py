@@ -10,7 +10,7 @@ import sys
 from ..errors import ResnetkitError, is_user_error
 
 # Subcommand modules, in the order ``resnetkit --help`` lists them.
-COMMANDS = ["list_cmd", "summary_cmd", "draw_cmd", "bench_cmd", "export_cmd", "train_cmd", "doctor_cmd"]
+COMMANDS = ["list_cmd", "summary_cmd", "draw_cmd", "view_cmd", "bench_cmd", "export_cmd", "train_cmd", "doctor_cmd"]
 
 
 class CLIError(ResnetkitError):

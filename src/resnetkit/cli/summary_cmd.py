@@ -22,9 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def add_target_arguments(p: argparse.ArgumentParser) -> None:
+def add_target_arguments(p: argparse.ArgumentParser, optional: bool = False) -> None:
     """TARGET (a model name or a layer-table file) and ``--input``, as every inspection command takes them."""
-    p.add_argument("target", metavar="NAME|TABLE_FILE", help="e.g. resnet50, or my_net.md")
+    p.add_argument("target", metavar="NAME|TABLE_FILE", help="e.g. resnet50, or my_net.md",
+                   **({"nargs": "?"} if optional else {}))
     p.add_argument("--column", default=None, metavar="NAME",
                    help="for a table with several architecture columns (the ResNet paper's Table 1): the one to "
                    "build, e.g. 50-layer")

@@ -93,12 +93,16 @@ def _unit_line(c: Call) -> str | None:
                    f"so x must be mapped to {_shape(c.out_shape)} before the addition")
 
 
-def call_line(c: Call) -> str | None:
-    """``explain``'s line for one call: why a residual unit's shortcut is what it is, or how a leaf layer's
-    output size follows from its formula; None for other calls (and for repeated calls of a container)."""
-    if c.repeat and not c.leaf:
-        return None
-    return _unit_line(c) or (_layer_line(c) if c.leaf else None)
+def call_lines(c: Call) -> list[str]:
+    """``explain``'s lines for one call, indented relative to it: why a residual unit's shortcut is what it
+    is, or how a leaf layer's output size follows from its formula, then what a block does inside (Res2Net,
+    ResNeSt); none for other calls (and for repeated calls of a container)."""
+    out = []
+    if not (c.repeat and not c.leaf) and (text := _unit_line(c) or (_layer_line(c) if c.leaf else None)):
+        out.append(text)
+    if not c.repeat and (inside := block_inside(c.module)):
+        out.append("  inside: " + inside[1])
+    return out
 
 
 def explain_lines(tr: Trace, note: str | None = None) -> Explanation:
@@ -110,10 +114,7 @@ def explain_lines(tr: Trace, note: str | None = None) -> Explanation:
         if inside := block_inside(tr.model):
             lines.append("  inside: " + inside[1])
     for c in tr.calls[1:]:
-        if text := call_line(c):
-            lines.append("  " * (c.depth - 1) + text)
-        if not c.repeat and (inside := block_inside(c.module)):
-            lines.append("  " * c.depth + "inside: " + inside[1])
+        lines += ["  " * (c.depth - 1) + text for text in call_lines(c)]
     last = {c.name: c for c in tr.calls}
     stages = [(label, last[name]) for label, name in stage_ends(tr) if name in last and last[name].field]
     if stages:

@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
 from ..errors import ResnetkitValueError
-from .trace import Trace, trace
+from .trace import Call, Trace, trace
 
 UNITS_LINE = ("MACs = multiply-accumulates for ONE image (batch excluded) of every convolution, linear layer and "
               "matrix product the forward pass runs (functional calls and attention included; norms, "
@@ -67,6 +67,16 @@ def fmt_shape(shape: Any) -> str:
     return "--"
 
 
+def params_text(row: Row) -> str:
+    """A row's parameters as the table shows them: ``1,234``, ``--`` for none, ``(shared)`` on a repeated call."""
+    return "(shared)" if row.params is None else (f"{row.params:,}" if row.params else "--")
+
+
+def macs_text(row: Row) -> str:
+    """A row's MACs per image as the table shows them: ``1,234`` or ``--``."""
+    return f"{row.macs:,}" if row.macs else "--"
+
+
 def human(n: float, unit: str = "") -> str:
     """4089184256 -> ``4.09 G`` (decimal prefixes, as the papers quote MACs and params)."""
     for div, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
@@ -122,11 +132,13 @@ class SummaryReport:
         self.activation_bytes = sum(c.out_bytes for c in tr.calls)
         self.param_bytes = sum(p.numel() * p.element_size() for p in {id(p): p for p in tr.model.parameters()}.values())
         self.rows: list[Row] = []
+        self.calls: list[Call] = []  # the recorded call of each row (its module, input shape, receptive field)
         for c in tr.calls[1:]:
             if c.depth > depth:
                 continue
             total, trainable = (None, None) if c.repeat else count_params(c.module)
             self.rows.append(Row(c.name, c.type_name, c.depth, c.out_shape, total, trainable, c.total_macs))
+            self.calls.append(c)
         last = {c.name: c for c in tr.calls}  # the last call of a module is where its stage ends
         self.stages: list[Stage] = []
         for label, name in stage_ends(tr):
@@ -159,9 +171,8 @@ class SummaryReport:
         head = ("Layer (type)", "Output shape", "Params", "MACs")
         body = []
         for r in self.rows:
-            params = "(shared)" if r.params is None else (f"{r.params:,}" if r.params else "--")
-            body.append(("  " * (r.depth - 1) + f"{r.name} ({r.type})", fmt_shape(r.output_shape), params,
-                         f"{r.macs:,}" if r.macs else "--"))
+            body.append(("  " * (r.depth - 1) + f"{r.name} ({r.type})", fmt_shape(r.output_shape), params_text(r),
+                         macs_text(r)))
         widths = [max(len(x[i]) for x in [head, *body]) for i in range(4)]
 
         def line(cells: Sequence[str]) -> str:
@@ -198,6 +209,12 @@ class SummaryReport:
                     for c in cells]
         out.append("=" * rule_w)
         return "\n".join(out)
+
+    def _repr_html_(self) -> str:
+        """Jupyter shows the report as ``rk.view``'s layer table (the plain-text repr stays as it is)."""
+        from .view.page import summary_html
+
+        return summary_html(self)
 
     def __repr__(self) -> str:
         return (f"SummaryReport({self.model_name}, params={self.total_params:,}, "

@@ -50,6 +50,15 @@ def _header(cells: list[str]) -> list[str]:
     return keys
 
 
+def row_line(text: str, row: int) -> int | None:
+    """The line of ``text`` (counting from 1, blank lines included) holding data row ``row``, as
+    :class:`TableError` numbers rows: blank lines skipped, the header and markdown's ``|---|`` not counted."""
+    numbered = [(i, ln) for i, ln in enumerate(text.splitlines(), start=1) if ln.strip()][1:]
+    if numbered and all(re.fullmatch(r":?-{2,}:?", c) for c in _split(numbered[0][1])):
+        numbered = numbered[1:]
+    return numbered[row - 1][0] if 1 <= row <= len(numbered) else None
+
+
 def parse_table(text: str, column: str | None = None) -> list[RowSpec]:
     """Check a layer table and compute every row's shapes; raise :class:`TableError` on any problem.
 
