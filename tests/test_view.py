@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
@@ -18,10 +17,10 @@ import torchvision
 
 import resnetkit as rk
 from resnetkit.cli import main
-from resnetkit.inspect.view.server import EXAMPLE_TABLE, MAX_BODY, LiveServer
+from resnetkit.inspect.view.server import EXAMPLE_TABLE, MAX_BODY
 from resnetkit.tables.parse import row_line
 from test_table import HEADERS, SEED  # the contract's small residual net, the Chinese headers
-from view_pages import count_text, expected_rows, explain_by_name, read_page
+from view_pages import count_text, expected_rows, explain_by_name, read_page, running_server
 
 SIZE = (1, 3, 224, 224)
 SEED_SIZE = (1, 3, 112, 112)
@@ -205,12 +204,8 @@ def test_cli_errors_are_one_line(argv, message, capsys):
 # ------------------------------------------------------------------------------------------ live server
 @pytest.fixture(scope="module")
 def server():
-    srv = LiveServer()
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with running_server() as srv:
+        yield srv
 
 
 def request(srv, path="/", body=None, headers=None):

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 import resnetkit as rk
-from resnetkit.inspect.view.server import LiveServer
 from test_table import SEED
-from view_pages import count_text, expected_rows, explain_subtree, shape_text
+from view_pages import count_text, expected_rows, explain_subtree, running_server, shape_text
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
@@ -174,12 +172,8 @@ def test_seed_table_net_click_stage_and_strided_conv(browser, seed):
 
 @pytest.fixture
 def live():
-    srv = LiveServer()
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with running_server() as srv:
+        yield srv
 
 
 def wait_answer(tab, state: str) -> None:

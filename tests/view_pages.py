@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import threading
+from contextlib import contextmanager
 from html.parser import HTMLParser
 
 import resnetkit as rk
+from resnetkit.inspect.view.server import LiveServer
 
 
 class LayerTable(HTMLParser):
@@ -90,3 +93,16 @@ def explain_subtree(model, size, name: str) -> list[str]:
         if key == name or key.startswith(name + "."):
             lines += found
     return lines
+
+
+@contextmanager
+def running_server():
+    """``resnetkit view --serve``'s server with the example table, on a free port, in a thread."""
+    srv = LiveServer()
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()
