@@ -49,8 +49,9 @@ def browser():
 
 
 @contextmanager
-def opened(browser, url: str, allowed: str | None = None):
-    """A tab on ``url``; afterwards, no script error, and no request but ``url`` itself (or under ``allowed``)."""
+def opened(browser, url: str, allowed: str | None = None, ready: str = "body[data-ready]"):
+    """A tab on ``url`` once ``ready`` shows; afterwards, no script error, and no request but ``url`` itself
+    (or under ``allowed``)."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     tab = context.new_page()
     requests, errors = [], []
@@ -58,7 +59,7 @@ def opened(browser, url: str, allowed: str | None = None):
     tab.on("pageerror", lambda e: errors.append(str(e)))
     tab.on("console", lambda m: errors.append(m.text) if m.type in ("error", "warning") else None)
     tab.goto(url)
-    tab.wait_for_selector("body[data-ready]")
+    tab.wait_for_selector(ready)
     yield tab
     context.close()
     assert errors == []  # a blocked request would show here as a Content-Security-Policy refusal
@@ -168,6 +169,21 @@ def test_seed_table_net_click_stage_and_strided_conv(browser, seed):
             ("[1, 3, 112, 112]", "[1, 64, 56, 56]", f"{5 * 5 * 3 * 64:,}", f"{5 * 5 * 3 * 64 * 56 * 56:,}")
         assert conv["lines"] == ["row1.0: (112 − 5 + 2·2) // 2 + 1 = 56   [3×112×112 → 64×56×56] Conv2d"]
         assert conv["lines"] == explain_subtree(net, SEED_SIZE, "row1.0")
+
+
+def test_inline_display_works_inside_its_frame(browser, seed, tmp_path):
+    """What Jupyter shows for rk.view(...): the page in a sandboxed frame, answering clicks there."""
+    net, _, rows = seed
+    notebook = tmp_path / "notebook.html"
+    notebook.write_text(f"<!DOCTYPE html><html><body><h1>cell output</h1>{rk.view(net, SEED_SIZE)._repr_html_()}"
+                        "</body></html>", encoding="utf-8")
+    with opened(browser, notebook.as_uri(), allowed="about:srcdoc", ready="iframe") as tab:
+        frame = tab.frame_locator("iframe")
+        frame.locator("body[data-ready]").wait_for(state="attached")
+        frame.locator("#rk-col-1").click()
+        assert frame.locator("#rk-layers tr.rk-sel .rk-n").all_text_contents() == ["row3", "row4", "row5"]
+        assert frame.locator("#rk-detail .rk-d-params").all_text_contents() == \
+            [count_text(rows[n].params) for n in ("row3", "row4", "row5")]
 
 
 @pytest.fixture
