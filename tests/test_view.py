@@ -131,6 +131,23 @@ def test_diagram_is_rk_draws_picture_with_clickable_cards(r50, tmp_path):
     assert lit[str(row_index(page, "layer2.2.conv1"))]["cards"] == ["rk-box-2-1"]
 
 
+def _every_family_case(name):
+    return pytest.param(name, marks=() if name in ("mobilenet_v2", "ghostnet_100", "d2l_resnet18", "resnet20",
+                                                  "resnest14d") else pytest.mark.slow)
+
+
+@pytest.mark.parametrize("name", [_every_family_case(n) for n in rk.list_models()])
+def test_every_model_gets_its_page(name):
+    """Each registered model: the table holds summary's rows, and every card of the diagram selects rows."""
+    model = rk.create_model(name)
+    size = (1, getattr(model, "default_input_size", (3, 64, 64))[0], 64, 64)
+    page = rk.view(model, size)
+    assert [tuple(r["cells"][:4]) for r in read_page(page.html).rows] == expected_rows(model, size)
+    shown = {lay.index for lay in page.data.layers}
+    assert all(picks and set(picks) <= shown for picks in page.data.picks.values())
+    assert all(f'id="{card}"' in page.html for card in page.data.picks)
+
+
 def test_page_is_self_contained(seed_page):
     """No attribute or style points anywhere: no src, href, url(), @import; the policy forbids every request."""
     _, page = seed_page
