@@ -279,6 +279,17 @@ def test_server_names_the_bad_row_and_its_line(server):
     assert not answer["ok"] and "give 4 sizes" in answer["error"] and answer["line"] is None
 
 
+def test_server_started_on_a_bad_table_shows_its_error_first():
+    bad = SEED.replace("| 14×14×256 ", "| 14×14×255 ")  # row 5, line 7
+    with running_server(bad) as srv:
+        status, page = request(srv)
+    assert status == 200 and 'id="rk-data"' not in page  # no network yet: only the editor
+    first = json.loads(re.search(r'<script type="application/json" id="rk-first">(.*?)</script>', page, re.S).group(1))
+    with pytest.raises(rk.TableError) as caught:
+        rk.from_table(bad)
+    assert first == {"ok": False, "error": str(caught.value), "row": 5, "line": 7}
+
+
 @pytest.mark.parametrize("text,row,line", [
     ("| a | b |\n| 1 | 2 |\n| 3 | 4 |", 2, 3),
     ("\n\n| a | b |\n|---|---|\n\n| 1 | 2 |\n| 3 | 4 |\n", 2, 7),

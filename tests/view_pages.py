@@ -96,9 +96,10 @@ def explain_subtree(model, size, name: str) -> list[str]:
 
 
 @contextmanager
-def running_server():
-    """``resnetkit view --serve``'s server with the example table, on a free port, in a thread."""
-    srv = LiveServer()
+def running_server(*args):
+    """``resnetkit view --serve``'s server (``LiveServer(*args)``: the example table by default) on a free port,
+    in a thread."""
+    srv = LiveServer(*args)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     try:

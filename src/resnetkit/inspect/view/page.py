@@ -73,9 +73,6 @@ def _features(report: SummaryReport) -> list[Feature]:
 
 def _svg(recorded, cols) -> str:
     """``rk.draw``'s figure of ``cols`` as inline SVG (the XML prolog, DOCTYPE and RDF metadata dropped)."""
-    from ...train._deps import require
-
-    require("matplotlib", purpose="rk.view's diagram")
     from ..draw import render, save, title_line
 
     buf = io.StringIO()
@@ -86,6 +83,9 @@ def _svg(recorded, cols) -> str:
 
 def build(model: nn.Module, input_size: Sequence[int] | None = None, *, fold: int = 3) -> PageData:
     """Run ``model`` once on zeros of ``input_size`` and gather everything the page shows."""
+    from ...train._deps import require
+
+    require("matplotlib", purpose="rk.view's diagram")  # before the forward pass
     if input_size is None:
         input_size = (1, *getattr(model, "default_input_size", (3, 224, 224)))
     input_size, note = batched_size(model, input_size)
@@ -124,7 +124,7 @@ def body_html(data: PageData) -> str:
 def page_html(data: PageData | None, live: dict[str, Any] | None = None) -> str:
     """The whole page; ``live`` (the table text, column and input) adds the editor of ``view --serve``."""
     body = body_html(data) if data is not None else ""
-    return _env().get_template("page.html.j2").render(title=data.name if data else "resnetkit view", body=body,
+    return _env().get_template("page.html.j2").render(title=data.name if data else "layer table", body=body,
                                                       live=live)
 
 
