@@ -79,7 +79,7 @@ def run_cell(pair: tuple, name: str, batch: int, dtype: str, args: argparse.Name
                             workdir=os.path.join(workdir, f"{name}-{batch}-{dtype}"),
                             progress=lambda msg: print(f"    {msg}", flush=True))
     built_s = time.perf_counter() - t0
-    iters = args.iters * (3 if batch == 1 else 1)  # batch-1 calls are short and noisy: take more
+    iters = args.iters * (10 if batch == 1 else 1)  # batch-1 calls are short and noisy: take more
     print(f"    timing {sum(r.runner is not None for r in rows)} contenders, {iters} calls each ...", flush=True)
     timings = time_rows(rows, x, iters, args.warmup)
     macs = count_macs(ours, size)
@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", nargs="+", default=MODELS)
     p.add_argument("--batches", nargs="+", type=int, default=[1, 16])
     p.add_argument("--dtypes", nargs="+", choices=DTYPES, default=DTYPES)
-    p.add_argument("--iters", type=int, default=10, help="timed calls per contender (x3 at batch 1)")
+    p.add_argument("--iters", type=int, default=10, help="timed calls per contender (x10 at batch 1)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--auto-budget", type=float, default=30.0,
                    help="budget_s of resnetkit's backend='auto' (default 30, the API's)")
