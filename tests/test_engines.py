@@ -568,23 +568,32 @@ def test_wrong_input_shape_says_how_to_rebuild(backend):
     assert "3×32×32" in msg and "3×48×48" in msg and "input_size=(N, 3, 48, 48)" in msg
 
 
+def _built_input_shape(fast) -> list:
+    """The input shape the engine's model for the built batch size runs with (a free dimension: not an int)."""
+    if fast.backend == "openvino":
+        return list(fast.runner.compiled.inputs[0].get_partial_shape().to_shape()) \
+            if fast.runner.compiled.inputs[0].get_partial_shape().is_static else ["?"]
+    return fast.runner.session.get_inputs()[0].shape
+
+
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
 @pytest.mark.parametrize("dtype", ["fp32", "int8"])
-def test_openvino_compiles_a_static_model_per_batch_size_and_the_report_lists_them(small, dtype):
-    """Built for batch 16: that shape is compiled static at once (OpenVINO's advice for a known shape); batch 1
-    compiles its own on first use, and both give the eager model's outputs. At most 4 shapes are kept."""
+def test_a_static_model_per_batch_size_and_the_report_lists_them(small, dtype, backend):
+    """Built for batch 16: that shape is compiled static at once (OpenVINO's and ONNX Runtime's advice for a
+    known shape); batch 1 gets its own on first use, and both give the eager model's outputs. At most 4 kept."""
     model = small[False]
     calib = torch.randn(32, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(2)) if dtype == "int8" else None
-    fast = rk.optimize_for_inference(model, dtype=dtype, backend=["openvino"], input_size=(16, 3, SIZE, SIZE),
+    fast = rk.optimize_for_inference(model, dtype=dtype, backend=[backend], input_size=(16, 3, SIZE, SIZE),
                                      calibration=calib, budget_s=0.1)
     assert fast.compiled_shapes == [(16, 3, SIZE, SIZE)]
-    assert fast.runner.compiled.inputs[0].get_partial_shape().is_static   # no free dimension left
+    assert _built_input_shape(fast) == [16, 3, SIZE, SIZE]   # no free dimension left
     x = torch.randn(16, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         ref = model(x)
     tol = 1e-4 if dtype == "fp32" else TOLERANCE["int8"]
     assert _rel(fast(x), ref) <= tol and _rel(fast(x[:1]), ref[:1]) <= tol
     assert fast.compiled_shapes == [(16, 3, SIZE, SIZE), (1, 3, SIZE, SIZE)]
-    assert str(fast.report).splitlines()[-1] == f"openvino {dtype} compiled for: 16×3×{SIZE}×{SIZE}, 1×3×{SIZE}×{SIZE}"
+    assert str(fast.report).splitlines()[-1] == f"{backend} {dtype} compiled for: 16×3×{SIZE}×{SIZE}, 1×3×{SIZE}×{SIZE}"
     assert fast.describe()["compiled_shapes"] == [f"16×3×{SIZE}×{SIZE}", f"1×3×{SIZE}×{SIZE}"]
     for n in (2, 3, 4, 5):   # bounded: the built shape stays, the oldest other one goes
         fast(x[:n])

@@ -95,6 +95,33 @@ class Runner:
                           "export with format='onnx' or format='openvino'")
 
 
+class PerShape:
+    """What an engine builds for one input shape (a compiled model, a session), built on first use; the
+    first shape (the one the user built for) stays, and at most ``limit`` are kept, the oldest other one
+    going first. Engines whose kernels and memory plan are fixed at compile time run a known shape
+    faster than a free one (OpenVINO's and ONNX Runtime's advice; measured in the engine modules)."""
+
+    def __init__(self, make: Any, limit: int = 4) -> None:
+        self._make, self._built, self.limit = make, {}, limit
+
+    def get(self, shape: tuple[int, ...]) -> Any:
+        built = self._built.get(shape)
+        if built is None:
+            if len(self._built) >= self.limit:
+                self._built.pop(list(self._built)[1])
+            built = self._built[shape] = self._make(shape)
+        return built
+
+    @property
+    def shapes(self) -> list[tuple[int, ...]]:
+        """The shapes built so far, the first one first."""
+        return list(self._built)
+
+    @property
+    def first(self) -> Any:
+        return next(iter(self._built.values()))
+
+
 class Engine:
     """One inference engine. Subclasses set the class attributes and implement build (and load)."""
 

@@ -6,9 +6,13 @@ QDQ quantization as ONNX Runtime's documentation recommends for CNNs on x86:
 QDQ model ran 5× slower here), then ``quantize_static`` with per-channel int8
 weights and uint8 activations, calibrated on the given batches. ONNX Runtime
 has no bf16 convolution kernels on the CPU, so bf16 is not offered.
-One session serves every batch size: a static-shape export ran at the same speed
-(resnet50 and ghostnet_100, batch 16, fp32 and int8: 0.99–1.01×, benchmarks/peer_setups.md),
-and so did ``reduce_range``; s8 activations ran 3–4× slower than u8.
+The file keeps a free batch; each batch size met gets its own session with that size fixed
+(``add_free_dimension_override_by_name``, ONNX Runtime's way to give a free dimension its value so
+shapes fold and memory is planned once; at most 4 kept, :class:`PerShape`). On resnet50 and ghostnet_100
+a static export ran at the same speed (0.99–1.01×, benchmarks/peer_setups.md), but on resnest50d,
+whose split attention reshapes by the batch, the free batch ran 0.92× (batch 16, fp32: 27.9 against
+30.1 images/s with the size fixed). ``reduce_range`` made no difference; s8 activations ran 3–4× slower
+than u8.
 Threads: the same count as torch's, with spinning left on (it shortens batch-1
 latency on the depthwise nets, where each op is too short to wake sleeping threads).
 """
@@ -20,27 +24,50 @@ from typing import Any
 import torch
 
 from ..cpu import INT8_FLAGS, cpu, names
-from .base import NATIVE, BuildRequest, Engine, Runner, Support, as_numpy_batches, build_folder, thread_count
+from .base import NATIVE, BuildRequest, Engine, PerShape, Runner, Support, as_numpy_batches, build_folder, thread_count
 
 
 class OrtRunner(Runner):
-    def __init__(self, path: str, dtype: str) -> None:
-        import onnxruntime as ort
+    def __init__(self, path: str, dtype: str, input_size: tuple[int, ...] | None = None) -> None:
+        import onnx
 
         with open(path, "rb") as f:  # kept in memory: the build's temporary folder is removed
             self.model_bytes = f.read()
+        self.dtype = dtype
+        graph_input = onnx.load_model_from_string(self.model_bytes).graph.input[0]
+        self.input_name = graph_input.name
+        dims = graph_input.type.tensor_type.shape.dim
+        self.batch_dim = dims[0].dim_param if not dims[0].HasField("dim_value") else None
+        self.dynamic_batch = self.batch_dim is not None
+        chw = tuple(d.dim_value for d in dims[1:])
+        first = (input_size[0] if input_size else 1) if self.dynamic_batch else dims[0].dim_value
+        self._sessions = PerShape(self._session)
+        self._sessions.get((first, *chw))
+
+    def _session(self, shape: tuple[int, ...]) -> Any:
+        import onnxruntime as ort
+
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = thread_count()
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.dtype = dtype
-        self.session = ort.InferenceSession(self.model_bytes, opts, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-        batch = self.session.get_inputs()[0].shape[0]
-        self.dynamic_batch = not isinstance(batch, int)
+        if self.batch_dim:
+            opts.add_free_dimension_override_by_name(self.batch_dim, shape[0])
+        return ort.InferenceSession(self.model_bytes, opts, providers=["CPUExecutionProvider"])
+
+    @property
+    def session(self) -> Any:
+        """The session of the built (first) batch size."""
+        return self._sessions.first
+
+    @property
+    def shapes(self) -> list[tuple[int, ...]]:
+        """The input shapes that have a session, the built one first."""
+        return self._sessions.shapes
 
     def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
-        outs = self.session.run(None, {self.input_name: x.detach().float().contiguous().numpy()})
+        session = self._sessions.get(tuple(x.shape))
+        outs = session.run(None, {self.input_name: x.detach().float().contiguous().numpy()})
         return [torch.from_numpy(o) for o in outs]
 
     def describe(self) -> dict[str, Any]:
@@ -49,7 +76,7 @@ class OrtRunner(Runner):
         return {"engine": f"onnxruntime {ort.__version__}", "provider": "CPUExecutionProvider",
                 "threads": thread_count(), "graph_optimization": "ORT_ENABLE_ALL",
                 "compute": "int8 (static QDQ: per-channel s8 weights, u8 activations)" if self.dtype == "int8"
-                else "fp32"}
+                else "fp32", "compiled_shapes": ["×".join(map(str, shape)) for shape in self.shapes]}
 
     def save(self, directory: str) -> list[str]:
         with open(os.path.join(directory, "model.onnx"), "wb") as f:
@@ -115,7 +142,8 @@ class OnnxRuntimeEngine(Engine):
             path = export_onnx(request.model, os.path.join(workdir, "model.fp32.onnx"), request.input_size)
             if request.dtype == "int8":
                 path = quantize_qdq(path, request.calibration, workdir)
-            return OrtRunner(path, request.dtype)
+            return OrtRunner(path, request.dtype, tuple(request.input_size))
 
     def load(self, directory: str, meta: dict[str, Any]) -> OrtRunner:
-        return OrtRunner(os.path.join(directory, "model.onnx"), meta["dtype"])
+        return OrtRunner(os.path.join(directory, "model.onnx"), meta["dtype"],
+                         tuple(meta["input_size"]) if meta.get("input_size") else None)
