@@ -193,6 +193,14 @@ def speed_tables(cells: list[dict], ceilings: dict) -> list[str]:
     return out
 
 
+def _calls(cells: list[dict]) -> str:
+    """How many timed calls the cells made per contender, by batch size (a resumed run may mix counts)."""
+    per = {}
+    for c in cells:
+        per.setdefault(c["batch"], set()).add(c["iters"])
+    return "; ".join(f"{' or '.join(map(str, sorted(n)))} at batch {b}" for b, n in sorted(per.items(), reverse=True))
+
+
 # ----------------------------------------------------------------- accuracy
 def accuracy_table(args: argparse.Namespace, workdir: str) -> list[str]:
     """Top-1 on the mnist5k test split of a model trained by ``resnetkit train``, on every engine and precision.
@@ -296,8 +304,7 @@ def write_results(args: argparse.Namespace, argv: list[str], ceilings: dict, cel
              "calibrated on random data (speed only: accuracy is checked on real digits below).",
              "Ceilings measured at start, each with a kernel that exists on this CPU: "
              + ", ".join(c.text(k) for k, c in ceilings.items()) + ".",
-             f"Each contender: {args.warmup} warm-up calls, then {args.iters} timed calls ({3 * args.iters} at batch "
-             "1) in 5 rotating blocks per cell, each block after a 50 ms pause and one untimed re-warm call (ONNX "
+             f"Each contender: {args.warmup} warm-up calls, then timed calls ({_calls(cells)}) in 5 rotating blocks per cell, each block after a 50 ms pause and one untimed re-warm call (ONNX "
              "Runtime's and OpenVINO's threads keep spinning after a call: blocks keep that off the next "
              "contender). "
              "Median latency. Peers: eager fp32 (1.00×), torch.compile with inductor freezing (bf16: weights "
