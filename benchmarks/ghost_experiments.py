@@ -1,0 +1,148 @@
+"""Issue 21's experiments: where OpenVINO spends GhostNet's time, and graph rewrites that might remove it.
+
+GhostNet's ghost module is ``cat([P, dw(P)])`` with P a 1×1 conv's output. On
+OpenVINO the concat runs as a separate reference kernel (``Concat (ref_…)`` in
+the per-layer counters): a whole extra pass over every ghost output. Each
+variant below changes the graph so that the concat could go away, with random
+weights (trained-like BN statistics): speed does not depend on the values, and
+a variant only becomes a rewrite of the real model if it wins here.
+
+- ``orig``: resnetkit's ghostnet_100 as it is (timm's graph).
+- ``dw-x2``: the cheap depthwise conv made a depthwise conv with channel multiplier 2 (identity kernel +
+  cheap kernel, interleaved channels), so one conv writes both halves and no concat is left; the
+  interleave could be folded into the neighbours' weights.
+- ``pad16``: every ghost's half-width rounded up to a multiple of 16 (zero channels, exact if the
+  neighbours' weights are zero there), so that a blocked-layout concat may be done in place.
+
+Each variant goes through resnetkit's OpenVINO engine (static shape, LATENCY hint), timed interleaved in
+shuffled rounds with a pause between contenders; then OpenVINO's per-layer counters by op type.
+
+    python benchmarks/ghost_experiments.py            # batch 16, fp32 and int8 -> ghost_experiments.md
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import os
+import random
+import statistics
+import sys
+import time
+from types import SimpleNamespace
+from unittest import mock
+
+import torch
+from torch import nn
+
+import resnetkit as rk
+from resnetkit.blocks.conv import ConvBNAct
+from resnetkit.blocks import ghost
+from resnetkit.blocks.ghost import GhostModule
+from resnetkit.deploy.bench import give_trained_like_bn_stats
+from resnetkit.deploy.peers import cpu_line
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from profile_engines import ov_profile  # noqa: E402
+
+
+class GhostDwX2(nn.Module):
+    """Timing stand-in: the primary conv, then one depthwise conv with channel multiplier 2, no concat."""
+
+    def __init__(self, g: GhostModule) -> None:
+        super().__init__()
+        self.primary_conv = g.primary_conv
+        c = g.primary_conv.out_channels
+        act = g.cheap_operation[2] if len(g.cheap_operation) > 2 else None
+        self.dw = ConvBNAct(c, 2 * c, 3, groups=c, act_layer=(lambda: copy.deepcopy(act)) if act else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dw(self.primary_conv(x))
+
+
+def _swap(module: nn.Module) -> nn.Module:
+    for name, child in module.named_children():
+        setattr(module, name, GhostDwX2(child)) if isinstance(child, GhostModule) else _swap(child)
+    return module
+
+
+def variants() -> dict[str, nn.Module]:
+    orig = rk.create_model("ghostnet_100").eval()
+    pad_to_16 = SimpleNamespace(ceil=lambda v: 16 * math.ceil(math.ceil(v) / 16))  # the ghost's half-width
+    with mock.patch.object(ghost, "math", pad_to_16):
+        pad16 = rk.create_model("ghostnet_100").eval()
+    out = {"orig": orig, "dw-x2": _swap(copy.deepcopy(orig)), "pad16": pad16}
+    return {k: give_trained_like_bn_stats(m.eval()) for k, m in out.items()}
+
+
+def time_interleaved(runs: dict, x: torch.Tensor, rounds: int, calls: int) -> dict[str, float]:
+    for r in runs.values():
+        for _ in range(3):
+            r(x)
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    rng = random.Random(0)
+    for _ in range(rounds):
+        order = list(runs.items())
+        rng.shuffle(order)
+        for k, r in order:
+            time.sleep(0.05)   # the previous contender's worker threads stop spinning
+            r(x)
+            t = time.perf_counter()
+            for _ in range(calls):
+                r(x)
+            times[k].append((time.perf_counter() - t) / calls * 1e3)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--dtypes", nargs="+", default=["fp32", "int8"])
+    p.add_argument("--rounds", type=int, default=8)
+    p.add_argument("--calls", type=int, default=3)
+    p.add_argument("--out", default=os.path.join(HERE, "ghost_experiments.md"))
+    args = p.parse_args()
+    x = torch.randn(args.batch, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    calib = torch.randn(32, 3, 224, 224, generator=torch.Generator().manual_seed(2))
+    models = variants()
+    macs = {k: rk.summary(m, (1, 3, 224, 224)).total_macs for k, m in models.items()}
+    lines = [f"## GhostNet graph experiments (`python benchmarks/ghost_experiments.py`)", "",
+             f"{cpu_line()}; torch {torch.__version__}, {torch.get_num_threads()} threads; batch {args.batch}, "
+             f"224×224, resnetkit's OpenVINO engine; median ms per call of {args.rounds} shuffled rounds", "",
+             "| variant | MMACs/image | " + " | ".join(f"{d} ms" for d in args.dtypes) + " | "
+             + " | ".join(f"{d} vs orig" for d in args.dtypes) + " |", "|" + " --- |" * (2 + 2 * len(args.dtypes))]
+    results, profiles = {}, []
+    for dtype in args.dtypes:
+        runs = {k: rk.optimize_for_inference(m, dtype=dtype, backend="openvino", input_size=tuple(x.shape),
+                                             calibration=calib) for k, m in models.items()}
+        results[dtype] = time_interleaved(runs, x, args.rounds, args.calls)
+        for k, fast in runs.items():
+            by_op, calls = ov_profile(_static(fast, x), dtype, x, 5)
+            total = sum(by_op.values())
+            top = sorted(by_op.items(), key=lambda kv: -kv[1])[:5]
+            profiles.append(f"| {k} | {dtype} | {calls} | " + ", ".join(f"{n} {100 * v / total:.0f}%" for n, v in top)
+                            + f" | {100 * sum(v for n, v in by_op.items() if n.startswith('Concat')) / total:.0f}% |")
+        print(dtype, results[dtype], flush=True)
+    for k in models:
+        lines.append(f"| {k} | {macs[k] / 1e6:.0f} | " + " | ".join(f"{results[d][k]:.2f}" for d in args.dtypes) + " | "
+                     + " | ".join(f"{results[d]['orig'] / results[d][k]:.2f}×" for d in args.dtypes) + " |")
+    lines += ["", "OpenVINO's per-layer counters (PERF_COUNT), share of the time by op type (exec kernel):", "",
+              "| variant | precision | op calls | top op types | Concat |", "| --- | --- | --- | --- | --- |", *profiles]
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+def _static(fast, x):
+    """The engine's OpenVINO model with the input fixed to ``x``'s shape, as the engine compiles it."""
+    import openvino as ov
+
+    model = fast.runner.ov_model.clone()
+    model.reshape(ov.PartialShape(list(x.shape)))
+    return model
+
+
+if __name__ == "__main__":
+    sys.exit(main())
