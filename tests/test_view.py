@@ -309,8 +309,11 @@ def test_server_refuses_big_bodies_other_hosts_and_paths(server):
 
 
 def test_cli_serve_prints_the_url_and_stops_on_ctrl_c():
+    """Started with SIGINT ignored (as a pytest-xdist worker or a script's background job passes it on, and
+    Python then leaves it ignored), Ctrl-C still stops the server, as it prints."""
     proc = subprocess.Popen([sys.executable, "-m", "resnetkit", "view", "--serve"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         first = proc.stdout.readline()
         url = re.search(r"serving on (http://127\.0\.0\.1:\d+/)", first).group(1)

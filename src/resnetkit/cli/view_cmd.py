@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 from pathlib import Path
 
 from ..errors import ResnetkitValueError
@@ -68,6 +69,9 @@ def serve(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise ResnetkitValueError(f"--port {args.port}: give a port between 1 and 65535, or leave it out for a free one")
     server = LiveServer(_start_table(args.target, args.column, args.input), args.column, args.input, args.port)
+    # Ctrl-C stops it, as printed, even where the parent started it with SIGINT ignored (Python then keeps
+    # the signal ignored: a pytest-xdist worker, a script's background job)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     print(f"resnetkit view: serving on {server.url} (this computer only); Ctrl-C stops", flush=True)
     try:
         server.serve_forever()
