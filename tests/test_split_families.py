@@ -98,3 +98,19 @@ def test_torch_int8_concat_says_nothing_a_user_cannot_act_on():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0 and run.stdout.strip() == "ran", run.stderr[-2000:]
     assert "quantization parameters" not in run.stderr, run.stderr[-2000:]
+
+
+@pytest.mark.parametrize("name", ["res2net50_26w_4s", "resnest14d"])
+def test_output_stride_8_equals_timm(name):
+    """timm's output_stride on these families (its ResNet class): stages 3 and 4 dilated instead of strided."""
+    from helpers import give_trained_bn_stats
+
+    torch.manual_seed(0)
+    ref = timm.create_model(name, output_stride=8).eval()
+    give_trained_bn_stats(ref)
+    ours = rk.create_model(name, output_stride=8).eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    assert ours.feature_info.reduction() == [2, 4, 8, 8, 8]
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref(x), rtol=0, atol=1e-5)
