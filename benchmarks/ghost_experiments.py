@@ -13,6 +13,8 @@ a variant only becomes a rewrite of the real model if it wins here.
   interleave could be folded into the neighbours' weights.
 - ``pad16``: every ghost's half-width rounded up to a multiple of 16 (zero channels, exact if the
   neighbours' weights are zero there), so that a blocked-layout concat may be done in place.
+- ``pairs``: resnetkit's ``ghost-pairs`` rewrite (deploy/ghost_pairs.py, exact): every tensor carried as
+  its two halves, dense convs split by input channel and summed, channel-wise layers per half.
 
 Each variant goes through resnetkit's OpenVINO engine (static shape, LATENCY hint), timed interleaved in
 shuffled rounds with a pause between contenders; then OpenVINO's per-layer counters by op type.
@@ -40,6 +42,7 @@ from resnetkit.blocks.conv import ConvBNAct
 from resnetkit.blocks import ghost
 from resnetkit.blocks.ghost import GhostModule
 from resnetkit.deploy.bench import give_trained_like_bn_stats
+from resnetkit.deploy.ghost_pairs import ghost_pairs
 from resnetkit.deploy.peers import cpu_line
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -72,8 +75,10 @@ def variants() -> dict[str, nn.Module]:
     pad_to_16 = SimpleNamespace(ceil=lambda v: 16 * math.ceil(math.ceil(v) / 16))  # the ghost's half-width
     with mock.patch.object(ghost, "math", pad_to_16):
         pad16 = rk.create_model("ghostnet_100").eval()
-    out = {"orig": orig, "dw-x2": _swap(copy.deepcopy(orig)), "pad16": pad16}
-    return {k: give_trained_like_bn_stats(m.eval()) for k, m in out.items()}
+    out = {k: give_trained_like_bn_stats(m.eval())
+           for k, m in {"orig": orig, "dw-x2": _swap(copy.deepcopy(orig)), "pad16": pad16}.items()}
+    out["pairs"] = ghost_pairs(out["orig"])   # exact: tests/test_ghost_pairs.py
+    return out
 
 
 def time_interleaved(runs: dict, x: torch.Tensor, rounds: int, calls: int) -> dict[str, float]:

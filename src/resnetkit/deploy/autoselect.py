@@ -70,12 +70,13 @@ class Report(list):
         return cls(Candidate(**row) for row in rows)
 
     def __str__(self) -> str:
-        lines = [f"{'candidate':24}{'status':>16}{'latency ms':>12}{'deviation':>11}{'top-1 agree':>13}  note"]
+        w = max([24, *(len(c.label) + 2 for c in self)])
+        lines = [f"{'candidate':{w}}{'status':>16}{'latency ms':>12}{'deviation':>11}{'top-1 agree':>13}  note"]
         for c in self:
             lat = f"{c.latency_ms:.2f}" if c.latency_ms is not None else "-"
             dev = f"{c.deviation:.2e}" if c.deviation is not None else "-"
             agr = f"{100 * c.agreement:.2f}%" if c.agreement is not None else "-"
-            lines.append(f"{c.label:24}{c.status:>16}{lat:>12}{dev:>11}{agr:>13}  {c.note}")
+            lines.append(f"{c.label:{w}}{c.status:>16}{lat:>12}{dev:>11}{agr:>13}  {c.note}")
         if self.shapes is not None and self.chosen is not None:
             lines.append(f"{self.chosen.label} compiled for: " + ", ".join("×".join(map(str, s)) for s in self.shapes()))
         return "\n".join(lines)

@@ -21,6 +21,8 @@ from .autoselect import TOLERANCE, Candidate, choose, relative_error, top1_agree
 from .calibration import DEFAULT_IMAGES, calibration_batches
 from .engines import ENGINES, BuildRequest, get_engine
 from .engines.base import DTYPES, EngineError, flat_outputs
+from .ghost_pairs import GHOST_PAIRS, ghost_pairs
+from .ghost_pairs import applies as ghost_applies
 from .onnx import check_input_size
 from .runtime import InferenceModel, kept_attributes, output_structure
 
@@ -75,7 +77,9 @@ def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
         model.train(was)
 
 
-def _candidates(backend: str | Sequence[str], dtype: str, compile: bool) -> list[Candidate]:
+def _candidates(backend: str | Sequence[str], dtype: str, compile: bool, ghost: bool = False) -> list[Candidate]:
+    """Every engine × precision asked for; torch.compile'd torch with ``compile``; for a GhostNet
+    classifier (``ghost``) also its concat-free form on the exported engines (:mod:`.ghost_pairs`)."""
     if isinstance(backend, str):
         backends = list(ENGINES) if backend == "auto" else [get_engine(backend).name]
     else:
@@ -87,6 +91,8 @@ def _candidates(backend: str | Sequence[str], dtype: str, compile: bool) -> list
             out.append(Candidate(b, d))
             if b == "torch" and compile and d != "int8" and len(backends) > 1:
                 out.append(Candidate(b, d, "compiled"))
+            if ghost and b in ("onnxruntime", "openvino") and len(backends) > 1:
+                out.append(Candidate(b, d, GHOST_PAIRS))
     return out
 
 
@@ -95,6 +101,8 @@ def _build(c: Candidate, model: nn.Module, size: tuple[int, ...], calib: list[to
     engine = get_engine(c.backend)
     opts = {**options, "compile": c.variant == "compiled"}
     t = time.perf_counter()
+    if c.variant == GHOST_PAIRS:
+        model = ghost_pairs(model)
     c.runner = engine.build(BuildRequest(model, c.dtype, size, calib, outputs, workdir, opts))
     c.build_s = time.perf_counter() - t
 
@@ -183,13 +191,13 @@ def optimize_for_inference(model: nn.Module, dtype: torch.dtype | str = "fp32",
         agree_on = list(pool[:len(pool) // n * n].split(n)) if pool is not None and len(pool) >= n else None
         ref_top1 = (torch.cat([model(b).argmax(1) for b in agree_on])
                     if agree_on and classifier and dtype == "auto" else None)
-        candidates = _candidates(backend, dtype, compile)
+        candidates = _candidates(backend, dtype, compile, ghost=ghost_applies(model))
         buildable = [c for c in candidates if _screen(c, calib)]
         if not buildable and any(c.status == "not on this CPU" for c in candidates):
             # bf16 (or int8) has no kernels on this CPU: the fastest fp32 form is the best auto can give
             warnings.warn(f"optimize_for_inference: no engine runs {dtype} natively on this CPU; choosing among "
                           "fp32 candidates (`resnetkit doctor` shows what runs here)", stacklevel=2)
-            fallback = _candidates(backend, "fp32", compile)
+            fallback = _candidates(backend, "fp32", compile, ghost=ghost_applies(model))
             for c in fallback:
                 c.note = f"instead of {dtype}"
             candidates += fallback
