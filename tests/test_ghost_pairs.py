@@ -56,6 +56,7 @@ def test_auto_times_it_beside_the_plain_engines():
     assert all(c.deviation < 1e-4 for c in fast.report)
     with torch.no_grad():
         assert ((fast(x) - m(x)).norm() / m(x).norm()).item() <= 1e-4
+    assert fast.describe().get("graph") == ("ghost-pairs" if fast.report.chosen.variant else None)
     plain = rk.optimize_for_inference(rk.create_model("resnet18", num_classes=10).eval(),
                                       backend=["onnxruntime", "openvino"], input_size=(1, 3, 32, 32), budget_s=0.2)
     assert not any("ghost-pairs" in c.label for c in plain.report)

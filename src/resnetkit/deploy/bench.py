@@ -213,7 +213,8 @@ def resnetkit_contender(model: nn.Module, backend: str | list[str], dtype: str, 
     if fast.dtype == "bf16" and "f32" in str(fast.describe().get("compute", "")):  # OpenVINO's silent fallback
         row.note = "OpenVINO runs f32 for bf16 here"
     if auto:
-        row.note, row.dtype = f"chose {fast.backend} {fast.dtype}", fast.dtype
+        chosen = fast.report.chosen if fast.report is not None else None
+        row.note, row.dtype = f"chose {chosen.label if chosen else fast.backend + ' ' + fast.dtype}", fast.dtype
         row.engine = f"auto: {fast.backend}"
     return row
 

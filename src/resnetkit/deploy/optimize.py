@@ -230,6 +230,6 @@ def optimize_for_inference(model: nn.Module, dtype: torch.dtype | str = "fp32",
     if best is None:
         raise EngineError("no candidate was accurate enough to choose:\n" + str(report))
     model_out = InferenceModel(best.runner, best.backend, best.dtype, size, structure, kept_attributes(model),
-                               report=report)
+                               report=report, meta={"graph": best.variant} if best.variant == GHOST_PAIRS else None)
     best.runner = None
     return model_out

@@ -84,8 +84,9 @@ class InferenceModel(nn.Module):
 
     def describe(self) -> dict[str, Any]:
         """Backend, precision, input size and what the engine reports about itself."""
+        graph = {"graph": self.meta["graph"]} if "graph" in self.meta else {}   # a rewritten graph (ghost-pairs)
         return {"backend": self.backend, "dtype": self.dtype,
-                "input_size": list(self.input_size) if self.input_size else None, **self.runner.describe()}
+                "input_size": list(self.input_size) if self.input_size else None, **graph, **self.runner.describe()}
 
     def extra_repr(self) -> str:
         size = f", input_size={size_text(self.input_size)}" if self.input_size else ""
