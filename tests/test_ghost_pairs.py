@@ -60,3 +60,26 @@ def test_auto_times_it_beside_the_plain_engines():
     plain = rk.optimize_for_inference(rk.create_model("resnet18", num_classes=10).eval(),
                                       backend=["onnxruntime", "openvino"], input_size=(1, 3, 32, 32), budget_s=0.2)
     assert not any("ghost-pairs" in c.label for c in plain.report)
+
+
+def test_export_keeps_the_rewritten_graph_and_says_so(tmp_path, monkeypatch):
+    """When auto keeps ghost-pairs, the exported engine file is that graph, and the loaded model says so."""
+    import resnetkit.deploy.optimize as optimize
+
+    real_choose = optimize.choose
+
+    def choose_pairs(candidates, *args, **kwargs):   # the timing would decide; here ghost-pairs must win
+        report = real_choose(candidates, *args, **kwargs)
+        for c in report:
+            c.status = "chosen" if c.label == "openvino fp32 ghost-pairs" else ("ok" if c.status == "chosen" else c.status)
+        return report
+
+    monkeypatch.setattr(optimize, "choose", choose_pairs)
+    m = _ghostnet("ghostnet_050", num_classes=10)
+    path = rk.export(m, tmp_path / "m", format="auto", input_size=(2, 3, 64, 64), budget_s=0.2)
+    loaded = rk.load_inference(path)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert ((loaded(x) - m(x)).norm() / m(x).norm()).item() <= 1e-4
+    assert loaded.describe()["graph"] == "ghost-pairs" and loaded.report.chosen.variant == "ghost-pairs"
+    assert 'type="Concat"' not in (tmp_path / "m" / "model.xml").read_text()

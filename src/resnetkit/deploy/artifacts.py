@@ -130,7 +130,7 @@ def load_inference(path: str | os.PathLike, backend: str | None = None) -> Infer
     engine.require(meta["dtype"] if meta["dtype"] != "int8" else None)
     runner = engine.load(str(folder), meta)
     report = Report.from_dicts(meta["report"]) if meta.get("report") else None
-    extra = {k: v for k, v in meta.items() if k in ("model", "input", "classes", "num_classes", "data")}
+    extra = {k: v for k, v in meta.items() if k in ("model", "input", "classes", "num_classes", "data", "graph")}
     return InferenceModel(runner, name, meta["dtype"], meta["input_size"], meta["structure"],
                           _attributes(meta.get("attributes", {})), report=report, meta=extra)
 
