@@ -126,6 +126,10 @@ def compile_config(dtype: str) -> dict[str, Any]:
     if dtype in _PRECISION:
         bf16_here = dtype != "bf16" or OpenVinoEngine().support("bf16").native
         config["INFERENCE_PRECISION_HINT"] = _PRECISION[dtype] if bf16_here else "f32"
+    elif dtype == "int8" and not OpenVinoEngine().support("bf16").native:
+        # the layers int8 leaves run in OpenVINO's default precision, bf16 wherever its capability list says
+        # BF16, which ignores ONEDNN_MAX_CPU_ISA: under an AVX2 cap its Softmax then had no kernel at all
+        config["INFERENCE_PRECISION_HINT"] = "f32"
     return config
 
 
