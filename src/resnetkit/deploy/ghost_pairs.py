@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..blocks.ghost import GhostBottleneck, GhostModule
+from ..errors import ResnetkitValueError
 
 GHOST_PAIRS = "ghost-pairs"  # the variant's name in auto's report
 
@@ -130,6 +131,7 @@ def ghost_pairs(model: nn.Module) -> GhostPairs:
     from .fold import fold_batchnorm
 
     if not applies(model):
-        raise ValueError("ghost_pairs rewrites a GhostNet classifier whose ghost modules split in equal halves")
+        raise ResnetkitValueError("ghost_pairs rewrites a GhostNet classifier whose ghost modules split in "
+                                  "equal halves")
     x = torch.randn(2, model.conv_stem.in_channels, 64, 64, generator=torch.Generator().manual_seed(0))
     return GhostPairs(fold_batchnorm(model, example_input=x)).eval()

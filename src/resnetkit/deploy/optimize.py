@@ -91,7 +91,7 @@ def _candidates(backend: str | Sequence[str], dtype: str, compile: bool, ghost: 
             out.append(Candidate(b, d))
             if b == "torch" and compile and d != "int8" and len(backends) > 1:
                 out.append(Candidate(b, d, "compiled"))
-            if ghost and b in ("onnxruntime", "openvino") and len(backends) > 1:
+            if ghost and get_engine(b).file_format and len(backends) > 1:  # engines that export the graph
                 out.append(Candidate(b, d, GHOST_PAIRS))
     return out
 
@@ -191,13 +191,14 @@ def optimize_for_inference(model: nn.Module, dtype: torch.dtype | str = "fp32",
         agree_on = list(pool[:len(pool) // n * n].split(n)) if pool is not None and len(pool) >= n else None
         ref_top1 = (torch.cat([model(b).argmax(1) for b in agree_on])
                     if agree_on and classifier and dtype == "auto" else None)
-        candidates = _candidates(backend, dtype, compile, ghost=ghost_applies(model))
+        ghost = ghost_applies(model)
+        candidates = _candidates(backend, dtype, compile, ghost)
         buildable = [c for c in candidates if _screen(c, calib)]
         if not buildable and any(c.status == "not on this CPU" for c in candidates):
             # bf16 (or int8) has no kernels on this CPU: the fastest fp32 form is the best auto can give
             warnings.warn(f"optimize_for_inference: no engine runs {dtype} natively on this CPU; choosing among "
                           "fp32 candidates (`resnetkit doctor` shows what runs here)", stacklevel=2)
-            fallback = _candidates(backend, "fp32", compile, ghost=ghost_applies(model))
+            fallback = _candidates(backend, "fp32", compile, ghost)
             for c in fallback:
                 c.note = f"instead of {dtype}"
             candidates += fallback

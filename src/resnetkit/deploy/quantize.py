@@ -76,15 +76,15 @@ class QuantizedModule(nn.Module):
             torch.backends.quantized.engine = previous
 
 
-# A quantized cat whose inputs have their own scales (Res2Net's slices, GhostNet's halves) requantizes them
-# to the output's: exact to int8 rounding (the model's error is measured after conversion), so torch's
-# warning at every such cat, once per graph line, is not something a user can act on.
-warnings.filterwarnings("ignore", message="All inputs of this cat operator must share the same quantization")
-
-
 def _convert(folded: nn.Module, batches: list[torch.Tensor], backend: str, reduce_range: bool,
              channels_last: bool) -> nn.Module:
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    # A quantized cat whose inputs have their own scales (Res2Net's slices, GhostNet's halves) requantizes them
+    # to the output's: exact to int8 rounding (the model's error is measured after conversion), so torch's
+    # warning at every such cat, once per graph line at each call, is not something a user can act on.
+    # Set once per process (an identical filter replaces itself), only where a torch int8 graph is built.
+    warnings.filterwarnings("ignore", message="All inputs of this cat operator must share the same quantization")
 
     with warnings.catch_warnings():  # torch.ao.quantization's deprecation notice is not actionable here
         warnings.simplefilter("ignore")
