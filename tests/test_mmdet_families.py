@@ -139,3 +139,10 @@ def test_resnest_options():
     assert not any(isinstance(m, nn.AvgPool2d) and m.kernel_size == 3 for m in b.layer2[0].modules())
     assert [t.shape[-1] for t in b.eval()(X)] == [16, 8, 4, 2]
     assert len(rk.from_mmdet_config(dict(type="ResNeSt", depth=200, out_indices=(3,))).layer2) == 24
+
+
+@pytest.mark.parametrize("kind", ["Res2Net", "ResNeSt"])
+def test_dcn_is_refused_with_the_reason(kind):
+    dcn = dict(type="DCNv2", deform_groups=1, fallback_on_stride=False)
+    with pytest.raises(rk.ResnetkitError, match=f"{kind} with dcn is not supported here.*type='ResNet' with dcn"):
+        rk.from_mmdet_config(dict(type=kind, depth=50, dcn=dcn, stage_with_dcn=(False, True, True, True)))

@@ -93,10 +93,11 @@ def load_source(source: str) -> tuple[Any, dict[str, Any] | None, str]:
 
 def _input_size(args: argparse.Namespace, model: Any, spec: Any) -> tuple[int, int, int, int]:
     from ..deploy.bench import parse_input_size
+    from ..inspect.summary import default_input_size
 
     given = parse_input_size(args.input) if args.input else None
     if spec is None:
-        return given or (1, *getattr(model, "default_input_size", (3, 224, 224)))
+        return given or default_input_size(model)
     chw = (spec.in_chans, *spec.image_size)
     if given and tuple(given[1:]) != chw:
         raise CLIError(f"--input {args.input}: this run's model takes {size_text(chw)} inputs (its preprocessing); "

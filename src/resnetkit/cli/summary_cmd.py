@@ -59,7 +59,7 @@ def load_target(target: str, column: str | None = None):
 def run(args: argparse.Namespace) -> int:
     from ..deploy.bench import parse_input_size
     from ..inspect.explain import explain_lines
-    from ..inspect.summary import SummaryReport
+    from ..inspect.summary import SummaryReport, default_input_size
     from ..inspect.trace import trace
 
     if args.depth < 0:
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     if size and len(args.input.lower().replace("×", "x").split("x")) == 3 and args.format == "table":
         print(f"input {args.input} taken as batch 1: {'x'.join(map(str, size))}")
     model = load_target(args.target, args.column)
-    size = size or (1, *getattr(model, "default_input_size", (3, 224, 224)))
+    size = size or default_input_size(model)
     recorded = trace(model, size)  # one forward pass serves the summary and the explanation
     report = SummaryReport(recorded, args.depth)
     lines = explain_lines(recorded) if args.explain else None

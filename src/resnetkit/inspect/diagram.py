@@ -180,7 +180,8 @@ def _fold(boxes: list[Box], min_run: int) -> list[Box]:
         first = run[0]
         out.append(Box(f"{first.names[0]} … {run[-1].names[0]} · {first.key[0]} ×{len(run)}", first.shape,
                        sum(b.params for b in run), sum(b.macs for b in run), first.shortcut, first.reason,
-                       first.detail, len(run), first.key, [n for b in run for n in b.names], [i for b in run for i in b.calls]))
+                       first.detail, len(run), first.key, [n for b in run for n in b.names],
+                       [i for b in run for i in b.calls]))
     return out
 
 

@@ -20,7 +20,7 @@ from torch import nn
 from ..errors import ResnetkitTypeError, ResnetkitValueError
 from ..train._deps import require
 from .diagram import Box, Column, columns, shape_text
-from .summary import batched_size, count_params, human
+from .summary import batched_size, count_params, default_input_size, human
 from .trace import Trace, trace
 
 FORMATS = {".png": "png", ".svg": "svg"}
@@ -193,7 +193,7 @@ def draw(model: nn.Module, input_size: Sequence[int] | None = None, path: str | 
     """
     require("matplotlib", purpose="rk.draw")
     if input_size is None:
-        input_size = (1, *getattr(model, "default_input_size", (3, 224, 224)))
+        input_size = default_input_size(model)
     input_size, _ = batched_size(model, input_size)  # (3, 224, 224) means batch 1, as for summary
     if not isinstance(fold, int) or isinstance(fold, bool):
         raise ResnetkitTypeError(f"fold must be an int (the shortest run of identical blocks drawn as ×N), got {fold!r}")

@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 
 from .formulas import SizeStep, transposed_out, window_out
-from .summary import axes_text, batched_size, per_axis, stage_ends
+from .summary import axes_text, batched_size, default_input_size, per_axis, stage_ends
 from .trace import ADAPTIVE, Call, Trace, trace, window_params
 from .units import block_inside, describe_layers, residual_unit
 
@@ -109,10 +109,8 @@ def explain_lines(tr: Trace, note: str | None = None) -> Explanation:
     """The explanation of one recorded forward pass (see :func:`explain`); ``note`` says what was assumed."""
     lines = Explanation([f"{type(tr.model).__name__}, input {'×'.join(map(str, tr.input_shape))}",
                          *([f"Note: {note}"] if note else []), HEADER, ""])
-    if (whole := _unit_line(tr.calls[0])) is not None:  # the model is itself one residual unit (a block)
-        lines.append(whole)
-        if inside := block_inside(tr.model):
-            lines.append("  inside: " + inside[1])
+    if residual_unit(tr.calls[0].module) is not None:  # the model is itself one residual unit (a block)
+        lines += call_lines(tr.calls[0])
     for c in tr.calls[1:]:
         lines += ["  " * (c.depth - 1) + text for text in call_lines(c)]
     last = {c.name: c for c in tr.calls}
@@ -139,7 +137,7 @@ def explain(model: nn.Module, input_size: Sequence[int] | None = None, *, file: 
     shows them) and also written to ``file`` when one is given (the CLI prints).
     """
     if input_size is None and input_data is None:
-        input_size = (1, *getattr(model, "default_input_size", (3, 224, 224)))
+        input_size = default_input_size(model)
     input_size, note = batched_size(model, input_size)
     lines = explain_lines(trace(model, input_size, input_data), note)
     if file is not None:

@@ -94,6 +94,11 @@ def stage_ends(tr: Trace) -> list[tuple[str, str]]:
     return [(n, n) for n in names]
 
 
+def default_input_size(model: nn.Module) -> tuple[int, ...]:
+    """Batch 1 of the model's own input size (``default_input_size``; 3×224×224 for a model that has none)."""
+    return (1, *getattr(model, "default_input_size", (3, 224, 224)))
+
+
 def batched_size(model: nn.Module, input_size: Sequence[int] | None) -> tuple[Sequence[int] | None, str | None]:
     """torchsummary's habit: a size without the batch, e.g. ``(3, 224, 224)``, means batch 1.
 
@@ -244,6 +249,6 @@ def summary(model: nn.Module, input_size: Sequence[int] | None = None, depth: in
     if depth < 0:
         raise ResnetkitValueError(f"depth must be >= 0, got {depth}")
     if input_size is None and input_data is None:
-        input_size = (1, *getattr(model, "default_input_size", (3, 224, 224)))
+        input_size = default_input_size(model)
     input_size, note = batched_size(model, input_size)
     return SummaryReport(trace(model, input_size, input_data), depth, note)

@@ -189,6 +189,10 @@ def _config_kwargs(cfg: dict) -> tuple[tuple[type, tuple[int, ...]], dict]:
     if block is BasicBlock and any(d != 1 for d in cfg.get("dilations", ())):
         raise ResnetkitValueError("dilations on ResNet-18/34 are not supported here: mmdet's BasicBlock dilates conv1 only, "
                                   "resnetkit's follows timm (conv2 too); use create_model('resnet18', dilations=...)")
+    if block in (Bottle2neck, ResNestBottleneck) and kwargs.get("dcn") is not None:
+        what = "hierarchical slices" if block is Bottle2neck else "a split attention"
+        raise ResnetkitValueError(f"{kind} with dcn is not supported here (its 3×3 is {what}, not one conv to "
+                                  f"deform); use type='ResNet' with dcn, or {kind} without")
     if kind in ("ResNeXt", "ResNeSt"):
         groups = cfg.get("groups", 1)
         if not isinstance(groups, int) or groups < 1:
@@ -226,9 +230,6 @@ def _res2net_options(cfg: dict, kwargs: dict) -> None:
     scales = cfg.get("scales", 4)
     if not isinstance(scales, int) or scales < 2:
         raise ResnetkitValueError(f"Res2Net scales must be an integer >= 2 (1 is a plain ResNet), got {scales!r}")
-    if kwargs.get("dcn") is not None:
-        raise ResnetkitValueError("Res2Net with dcn is not supported here (its slices' 3×3s would each need an offset "
-                                  "conv); use type='ResNet' with dcn, or Res2Net without")
     for p in kwargs.get("plugins", ()):
         if p["position"] != "after_conv3":
             raise ResnetkitValueError(f"Res2Net plugin at {p['position']!r} is not supported: mmdet builds it for "
@@ -245,8 +246,6 @@ def _resnest_options(cfg: dict, kwargs: dict) -> None:
     radix, factor = cfg.get("radix", 2), cfg.get("reduction_factor", 4)
     if not all(isinstance(v, int) and v >= 1 for v in (radix, factor)):
         raise ResnetkitValueError(f"ResNeSt radix and reduction_factor must be positive integers, got {radix!r}, {factor!r}")
-    if kwargs.get("dcn") is not None:
-        raise ResnetkitValueError("ResNeSt with dcn is not supported here; use type='ResNet' with dcn")
     kwargs["block_args"] = dict(radix=radix, reduction_factor=factor, avd=bool(cfg.get("avg_down_stride", True)))
 
 

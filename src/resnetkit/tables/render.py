@@ -9,6 +9,7 @@ from typing import Sequence
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..inspect.summary import default_input_size
 from ..inspect.trace import Call, Trace, trace, window_params
 from ..blocks.shortcut import ZeroPadShortcut
 from ..inspect.units import after_word, describe_layers, op_words, residual_unit, square
@@ -208,5 +209,5 @@ def to_table(model: nn.Module, input_size: Sequence[int] | None = None) -> str:
         raise TableError(f"to_table cannot write {' and '.join(untabled)} as table rows yet (hierarchical 3×3 "
                          "slices and split attention have no row form); rk.summary and rk.explain describe the model")
     if input_size is None:
-        input_size = (1, *getattr(model, "default_input_size", (3, 224, 224)))
+        input_size = default_input_size(model)
     return render(table_rows(trace(model, input_size)))

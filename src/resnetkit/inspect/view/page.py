@@ -18,7 +18,7 @@ from torch import nn
 
 from ..diagram import columns
 from ..explain import HEADER
-from ..summary import SummaryReport, axes_text, batched_size, human
+from ..summary import SummaryReport, axes_text, batched_size, default_input_size, human
 from ..trace import trace
 from .layers import Layer, layers, links
 
@@ -87,7 +87,7 @@ def build(model: nn.Module, input_size: Sequence[int] | None = None, *, fold: in
 
     require("matplotlib", purpose="rk.view's diagram")  # before the forward pass
     if input_size is None:
-        input_size = (1, *getattr(model, "default_input_size", (3, 224, 224)))
+        input_size = default_input_size(model)
     input_size, note = batched_size(model, input_size)
     recorded = trace(model, input_size)
     depth = max(c.depth for c in recorded.calls)
