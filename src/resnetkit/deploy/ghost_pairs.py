@@ -109,9 +109,8 @@ class GhostPairs(nn.Module):
 
     def __init__(self, folded: nn.Module) -> None:
         super().__init__()
-        split = folded.blocks[0][0].ghost1.primary_conv[0].in_channels // 2
-        self.stem_a = _part(folded.conv_stem, slice(None, split))
-        self.stem_b = _part(folded.conv_stem, slice(split, None))
+        # one stem conv split in two: two half-stems re-read the 3-channel input, 3% slower in fp32 (batch 16)
+        self.stem, self.split = folded.conv_stem, folded.blocks[0][0].ghost1.primary_conv[0].in_channels // 2
         self.blocks = nn.ModuleList(PairGhostBottleneck(b) for stage in folded.blocks[:-1] for b in stage)
         last = folded.blocks[-1][0]
         self.last, self.last_act = PairIn(last[0], last[0].in_channels // 2), last[2]
@@ -119,7 +118,7 @@ class GhostPairs(nn.Module):
                                   folded.classifier)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a, b = torch.relu(self.stem_a(x)), torch.relu(self.stem_b(x))
+        a, b = torch.relu(self.stem(x)).split(self.split, 1)
         for block in self.blocks:
             a, b = block(a, b)
         return self.head(self.last_act(self.last(a, b)))
