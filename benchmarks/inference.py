@@ -249,27 +249,34 @@ def accuracy_table(args: argparse.Namespace, workdir: str) -> list[str]:
 
 
 def profile_tables(args: argparse.Namespace) -> list[str]:
-    """Where the time goes in the depthwise nets: self CPU time per op, resnetkit's torch engine, batch 16."""
+    """Where the time goes in the depthwise nets, on the engine that is fastest on them (OpenVINO):
+    its per-layer counters by op type, resnetkit's graph, every batch size and precision of the run.
+    GhostNet's stage-by-stage before/after (timm's graph against resnetkit's) is ghostnet_profile.py's."""
+    from profile_engines import ov_profile
+
     out = []
     for name in [m for m in args.models if m in ("mobilenet_v2", "ghostnet_100")]:
         try:
             _, _, ours, who = model_pair(name)
         except (ValueError, KeyError):
             continue
-        x = torch.randn(16, 3, 224, 224)
-        for dtype in [d for d in ("fp32", "bf16") if ENGINES["torch"].support(d).native]:
-            model = rk.optimize_for_inference(ours, dtype, backend="torch", input_size=tuple(x.shape))
-            model(x)
-            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-                for _ in range(3):
-                    model(x)
-            events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
-            total = sum(e.self_cpu_time_total for e in events)
-            out += [f"### {name} ({who}, torch engine) {dtype}, batch 16: self CPU time by op (3 calls)", "",
-                    "| op | calls | self CPU ms | share |", "| --- | --- | --- | --- |"]
-            out += [f"| {e.key} | {e.count} | {e.self_cpu_time_total / 1e3:.1f} | "
-                    f"{100 * e.self_cpu_time_total / total:.0f}% |" for e in events[:10]]
-            out.append("")
+        out += [f"### {name} ({who}) on resnetkit's OpenVINO engine: per-layer counters by op type", "",
+                "| batch | precision | ms per call | op calls | µs per op | top op types (share of the time) |",
+                "| --- | --- | --- | --- | --- | --- |"]
+        calibration = torch.randn(32, 3, 224, 224, generator=torch.Generator().manual_seed(2))
+        for batch in args.batches:
+            x = torch.randn(batch, 3, 224, 224)
+            for dtype in [d for d in args.dtypes if d != "bf16" or ENGINES["openvino"].support(d).native]:
+                fast = rk.optimize_for_inference(ours, dtype, backend="openvino", input_size=tuple(x.shape),
+                                                 calibration=calibration if dtype == "int8" else None)
+                model = fast.runner.ov_model.clone()
+                model.reshape(list(x.shape))
+                by_op, calls = ov_profile(model, dtype, x, 10)
+                total = sum(by_op.values())
+                top = sorted(by_op.items(), key=lambda kv: -kv[1])[:5]
+                out.append(f"| {batch} | {dtype} | {total:.2f} | {calls} | {1e3 * total / max(calls, 1):.0f} | "
+                           + ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in top) + " |")
+        out.append("")
     return out
 
 
