@@ -11,9 +11,10 @@ fuses conv+ReLU and inserts observers. The classifier (a Linear) stays float32.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import warnings
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -52,6 +53,17 @@ def _batches(calibration_data: Any) -> list[torch.Tensor]:
     return out
 
 
+# A quantized cat whose inputs have their own scales (Res2Net's slices, GhostNet's halves) requantizes them to
+# the output's: exact to int8 rounding (the model's error is measured after conversion), so torch's warning at
+# every such cat, once per graph line, is not something a user can act on. Filtered around each run of the
+# graph: a filter set once at build time was gone when the build ran inside the caller's catch_warnings().
+@contextlib.contextmanager
+def _quiet_cat_scales() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="All inputs of this cat operator must share the same quantization")
+        yield
+
+
 class QuantizedModule(nn.Module):
     """Float32 in, float32 out around an FX-converted int8 graph (quantize → int8 ops → dequantize)."""
 
@@ -70,7 +82,7 @@ class QuantizedModule(nn.Module):
         previous = torch.backends.quantized.engine
         torch.backends.quantized.engine = self.backend
         try:
-            with torch.no_grad():
+            with torch.no_grad(), _quiet_cat_scales():
                 return self.model(x)
         finally:
             torch.backends.quantized.engine = previous
@@ -79,12 +91,6 @@ class QuantizedModule(nn.Module):
 def _convert(folded: nn.Module, batches: list[torch.Tensor], backend: str, reduce_range: bool,
              channels_last: bool) -> nn.Module:
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
-
-    # A quantized cat whose inputs have their own scales (Res2Net's slices, GhostNet's halves) requantizes them
-    # to the output's: exact to int8 rounding (the model's error is measured after conversion), so torch's
-    # warning at every such cat, once per graph line at each call, is not something a user can act on.
-    # Set once per process (an identical filter replaces itself), only where a torch int8 graph is built.
-    warnings.filterwarnings("ignore", message="All inputs of this cat operator must share the same quantization")
 
     with warnings.catch_warnings():  # torch.ao.quantization's deprecation notice is not actionable here
         warnings.simplefilter("ignore")
@@ -102,7 +108,8 @@ def _error(reference: list, graph: nn.Module, batches: list[torch.Tensor], chann
     """Relative error of ``graph``'s outputs against the float model's over the calibration batches."""
     from .autoselect import relative_error
 
-    return max(relative_error(ref, graph(_layout(x, channels_last))) for ref, x in zip(reference, batches))
+    with _quiet_cat_scales():
+        return max(relative_error(ref, graph(_layout(x, channels_last))) for ref, x in zip(reference, batches))
 
 
 @torch.no_grad()
