@@ -64,7 +64,7 @@ def stage_of(names: str, stages: list[int]) -> str:
         return f"stage {s}"
     if any(w in names for w in ("stem", "bn1", "act1")) or names.startswith("x"):
         return "stem"
-    return "last conv, head" if any(w in names for w in ("blocks", "conv_head", "classifier", "pool", "last")) \
+    return "last conv, head" if any(w in names for w in ("blocks", "head", "classifier", "pool", "last")) \
         else "unnamed (quantize, reorder)"
 
 
