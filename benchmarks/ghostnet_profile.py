@@ -136,6 +136,10 @@ def main() -> None:
     print("\n".join(lines))
 
 
+def conv_ms(by_op: dict[str, float]) -> float:
+    return sum(v for k, v in by_op.items() if k.startswith(("Convolution", "GroupConvolution", "FullyConnected")))
+
+
 def table(batch: int, dtype: str, got: dict) -> list[str]:
     keys = list(got)
     head = " | ".join(f"{k} ms" for k in keys)
@@ -143,6 +147,10 @@ def table(batch: int, dtype: str, got: dict) -> list[str]:
            + f" (ghost-pairs {got['timm'][0] / got['ghost-pairs'][0]:.2f}×, resnetkit "
            f"{got['timm'][0] / got['resnetkit'][0]:.2f}× timm's); executed nodes "
            + ", ".join(f"{k} {got[k][3]}" for k in keys), "",
+           "Convolution kernels (1×1, depthwise, stem, FullyConnected) of the counters' total: "
+           + ", ".join(f"{k} {conv_ms(got[k][2]):.2f} of {sum(got[k][2].values()):.2f} ms" for k in keys)
+           + f". With every other kernel free and OpenVINO's convolutions as they are, timm's graph would run at "
+           f"most {sum(got['timm'][2].values()) / conv_ms(got['timm'][2]):.2f}× faster.", "",
            f"| stage | {head} |", "| --- |" + " --- |" * len(keys)]
     order = ["stem", *sorted({s for v in got.values() for s in v[1] if s.startswith("stage")},
                              key=lambda s: int(s.split()[1])), "last conv, head", "unnamed (quantize, reorder)"]
