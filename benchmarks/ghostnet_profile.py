@@ -68,8 +68,15 @@ def stage_of(names: str, stages: list[int]) -> str:
         else "unnamed (quantize, reorder)"
 
 
+def layer_name(names: str) -> str:
+    """The module path of a runtime node's first original layer ("blocks.1.0.ghost1"), or its own name."""
+    m = re.search(r"__module\.([\w.]+)/", names)
+    return m.group(1) if m else names.split(",")[0][:40]
+
+
 def profile(ov_model, dtype: str, x: torch.Tensor, stages: list[int], calls: int):
-    """(wall ms per call, {stage: ms}, {op type (kernel): ms}, executed nodes) from OpenVINO's counters."""
+    """(wall ms per call, {stage: ms}, {op type (kernel): ms}, executed nodes, {(layer, op type): ms}) from
+    OpenVINO's counters."""
     compiled = compile_on_cpu(ov_model, {**compile_config(dtype), "PERF_COUNT": True})
     request = compiled.create_infer_request()
     for _ in range(3):
@@ -77,7 +84,7 @@ def profile(ov_model, dtype: str, x: torch.Tensor, stages: list[int], calls: int
     names = {}
     for op in compiled.get_runtime_model().get_ordered_ops():
         names[op.get_friendly_name()] = str(op.get_rt_info()["originalLayersNames"].astype(str))
-    by_stage, by_op, walls, nodes = defaultdict(float), defaultdict(float), [], 0
+    by_stage, by_op, by_layer, walls, nodes = defaultdict(float), defaultdict(float), defaultdict(float), [], 0
     for _ in range(calls):
         t = time.perf_counter()
         request.infer(x.numpy())
@@ -89,7 +96,8 @@ def profile(ov_model, dtype: str, x: torch.Tensor, stages: list[int], calls: int
                 nodes += 1
                 by_stage[stage_of(names.get(info.node_name, info.node_name), stages)] += ms
                 by_op[f"{info.node_type} ({info.exec_type})"] += ms
-    return statistics.median(walls), dict(by_stage), dict(by_op), nodes
+                by_layer[(layer_name(names.get(info.node_name, info.node_name)), info.node_type)] += ms
+    return statistics.median(walls), dict(by_stage), dict(by_op), nodes, dict(by_layer)
 
 
 def convert(model: torch.nn.Module, shape: tuple[int, ...], dtype: str, calibration: list[torch.Tensor]):
@@ -161,6 +169,12 @@ def table(batch: int, dtype: str, got: dict) -> list[str]:
     ops = sorted({o for v in got.values() for o in v[2]}, key=lambda o: -max(v[2].get(o, 0) for v in got.values()))
     for o in ops[:10]:
         out.append(f"| {o} | " + " | ".join(f"{got[k][2].get(o, 0):.2f}" for k in keys) + " |")
+    out += ["", "The slowest layers of each graph (module path of the node's first original layer, op type, ms):", "",
+            "| rank | " + " | ".join(keys) + " |", "| --- |" + " --- |" * len(keys)]
+    tops = {k: sorted(got[k][4].items(), key=lambda kv: -kv[1])[:8] for k in keys}
+    for i in range(8):
+        out.append(f"| {i + 1} | " + " | ".join(f"{tops[k][i][0][0]} {tops[k][i][0][1]} {tops[k][i][1]:.2f}"
+                                                 if i < len(tops[k]) else "" for k in keys) + " |")
     return out + [""]
 
 
