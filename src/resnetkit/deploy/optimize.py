@@ -8,6 +8,7 @@ fastest, with ``.report`` listing them all.
 """
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 from contextlib import contextmanager
@@ -101,8 +102,6 @@ def _build(c: Candidate, model: nn.Module, size: tuple[int, ...], calib: list[to
     engine = get_engine(c.backend)
     opts = {**options, "compile": c.variant == "compiled"}
     t = time.perf_counter()
-    if c.variant == GHOST_PAIRS:
-        model = ghost_pairs(model)
     c.runner = engine.build(BuildRequest(model, c.dtype, size, calib, outputs, workdir, opts))
     c.build_s = time.perf_counter() - t
 
@@ -192,6 +191,7 @@ def optimize_for_inference(model: nn.Module, dtype: torch.dtype | str = "fp32",
         ref_top1 = (torch.cat([model(b).argmax(1) for b in agree_on])
                     if agree_on and classifier and dtype == "auto" else None)
         ghost = ghost_applies(model)
+        paired = functools.cache(lambda: ghost_pairs(model))  # one rewrite serves every engine's candidate
         candidates = _candidates(backend, dtype, compile, ghost)
         buildable = [c for c in candidates if _screen(c, calib)]
         if not buildable and any(c.status == "not on this CPU" for c in candidates):
@@ -205,7 +205,7 @@ def optimize_for_inference(model: nn.Module, dtype: torch.dtype | str = "fp32",
             buildable = [c for c in fallback if _screen(c, calib)]
         for c in buildable:
             try:
-                _build(c, model, size, calib, options, outputs, workdir)
+                _build(c, paired() if c.variant == GHOST_PAIRS else model, size, calib, options, outputs, workdir)
                 c.deviation = relative_error(ref_check, c.runner(check))
             except Exception as e:  # noqa: BLE001 - one engine failing must not stop the others
                 first = next(iter(str(e).splitlines()), "")[:120]  # a bare ``assert`` has no message at all
