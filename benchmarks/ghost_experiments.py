@@ -54,7 +54,7 @@ from resnetkit.deploy.peers import cpu_line
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from profile_engines import ov_profile  # noqa: E402
+from profile_engines import ov_profile, static_ov_model, top_shares  # noqa: E402
 
 
 class GhostDwX2(nn.Module):
@@ -181,11 +181,10 @@ def main() -> int:
                                              calibration=calib) for k, m in models.items()}
         results[dtype] = time_interleaved(runs, x, args.rounds, args.calls)
         for k, fast in runs.items():
-            by_op, calls = ov_profile(_static(fast, x), dtype, x, 5)
+            by_op, calls = ov_profile(static_ov_model(fast, tuple(x.shape)), dtype, x, 5)
             total = sum(by_op.values())
-            top = sorted(by_op.items(), key=lambda kv: -kv[1])[:5]
-            profiles.append(f"| {k} | {dtype} | {calls} | " + ", ".join(f"{n} {100 * v / total:.0f}%" for n, v in top)
-                            + f" | {100 * sum(v for n, v in by_op.items() if n.startswith('Concat')) / total:.0f}% |")
+            profiles.append(f"| {k} | {dtype} | {calls} | {top_shares(by_op, 5)} | "
+                            f"{100 * sum(v for n, v in by_op.items() if n.startswith('Concat')) / total:.0f}% |")
         print(dtype, results[dtype], flush=True)
     for k in models:
         lines.append(f"| {k} | {macs[k] / 1e6:.0f} | " + " | ".join(f"{results[d][k]:.2f}" for d in args.dtypes) + " | "
@@ -196,15 +195,6 @@ def main() -> int:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
-
-
-def _static(fast, x):
-    """The engine's OpenVINO model with the input fixed to ``x``'s shape, as the engine compiles it."""
-    import openvino as ov
-
-    model = fast.runner.ov_model.clone()
-    model.reshape(ov.PartialShape(list(x.shape)))
-    return model
 
 
 if __name__ == "__main__":

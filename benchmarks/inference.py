@@ -252,7 +252,7 @@ def profile_tables(args: argparse.Namespace) -> list[str]:
     """Where the time goes in the depthwise nets, on the engine that is fastest on them (OpenVINO):
     its per-layer counters by op type, resnetkit's graph, every batch size and precision of the run.
     GhostNet's stage-by-stage before/after (timm's graph against resnetkit's) is ghostnet_profile.py's."""
-    from profile_engines import ov_profile
+    from profile_engines import ov_profile, static_ov_model, top_shares
 
     out = []
     for name in [m for m in args.models if m in ("mobilenet_v2", "ghostnet_100")]:
@@ -269,13 +269,10 @@ def profile_tables(args: argparse.Namespace) -> list[str]:
             for dtype in [d for d in args.dtypes if d != "bf16" or ENGINES["openvino"].support(d).native]:
                 fast = rk.optimize_for_inference(ours, dtype, backend="openvino", input_size=tuple(x.shape),
                                                  calibration=calibration if dtype == "int8" else None)
-                model = fast.runner.ov_model.clone()
-                model.reshape(list(x.shape))
-                by_op, calls = ov_profile(model, dtype, x, 10)
+                by_op, calls = ov_profile(static_ov_model(fast, tuple(x.shape)), dtype, x, 10)
                 total = sum(by_op.values())
-                top = sorted(by_op.items(), key=lambda kv: -kv[1])[:5]
                 out.append(f"| {batch} | {dtype} | {total:.2f} | {calls} | {1e3 * total / max(calls, 1):.0f} | "
-                           + ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in top) + " |")
+                           + top_shares(by_op, 5) + " |")
         out.append("")
     return out
 

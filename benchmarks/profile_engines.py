@@ -85,11 +85,25 @@ def ov_profile(ov_model, dtype: str, x, iters: int) -> tuple[dict[str, float], i
     return dict(by_op), calls // iters
 
 
+def static_ov_model(fast, shape: tuple[int, ...]):
+    """An OpenVINO-engine model's graph with the input fixed to ``shape``, as its runner compiles it."""
+    import openvino as ov
+
+    model = fast.runner.ov_model.clone()
+    model.reshape(ov.PartialShape(list(shape)))
+    return model
+
+
+def top_shares(by_op: dict[str, float], top: int) -> str:
+    """The ``top`` largest op types with their share of the time: "Convolution (…) 43%, …"."""
+    total = sum(by_op.values())
+    return ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in sorted(by_op.items(), key=lambda kv: -kv[1])[:top])
+
+
 def show(label: str, by_op: dict[str, float], calls: int, top: int = 6) -> None:
     total = sum(by_op.values())
-    parts = sorted(by_op.items(), key=lambda kv: -kv[1])[:top]
     print(f"  {label:22} {total:7.2f} ms/call in {calls:4d} op calls ({1e3 * total / max(calls, 1):5.1f} µs each): "
-          + ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in parts))
+          + top_shares(by_op, top))
 
 
 def main() -> None:
