@@ -24,7 +24,6 @@ import copy
 import os
 import re
 import statistics
-import time
 import warnings
 from collections import defaultdict
 
@@ -32,10 +31,11 @@ import torch
 
 import resnetkit as rk
 from resnetkit.deploy.bench import give_trained_like_bn_stats
-from resnetkit.deploy.engines.openvino_engine import (OpenVinoEngine, compile_config, compile_on_cpu, nncf_quantize,
-                                                      refuse_openvino_telemetry)
+from resnetkit.deploy.engines.openvino_engine import OpenVinoEngine, nncf_quantize, refuse_openvino_telemetry
 from resnetkit.deploy.ghost_pairs import ghost_pairs
 from resnetkit.deploy.peers import cpu_line
+
+from profile_engines import ov_counters  # benchmarks/, the script's own folder
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -77,27 +77,17 @@ def layer_name(names: str) -> str:
 def profile(ov_model, dtype: str, x: torch.Tensor, stages: list[int], calls: int):
     """(wall ms per call, {stage: ms}, {op type (kernel): ms}, executed nodes, {(layer, op type): ms}) from
     OpenVINO's counters."""
-    compiled = compile_on_cpu(ov_model, {**compile_config(dtype), "PERF_COUNT": True})
-    request = compiled.create_infer_request()
-    for _ in range(3):
-        request.infer(x.numpy())
-    names = {}
-    for op in compiled.get_runtime_model().get_ordered_ops():
-        names[op.get_friendly_name()] = str(op.get_rt_info()["originalLayersNames"].astype(str))
-    by_stage, by_op, by_layer, walls, nodes = defaultdict(float), defaultdict(float), defaultdict(float), [], 0
-    for _ in range(calls):
-        t = time.perf_counter()
-        request.infer(x.numpy())
-        walls.append((time.perf_counter() - t) * 1e3)
-        nodes = 0
-        for info in request.get_profiling_info():
-            ms = info.real_time.total_seconds() * 1e3 / calls
-            if ms > 0:
-                nodes += 1
-                by_stage[stage_of(names.get(info.node_name, info.node_name), stages)] += ms
-                by_op[f"{info.node_type} ({info.exec_type})"] += ms
-                by_layer[(layer_name(names.get(info.node_name, info.node_name)), info.node_type)] += ms
-    return statistics.median(walls), dict(by_stage), dict(by_op), nodes, dict(by_layer)
+    compiled, walls, nodes = ov_counters(ov_model, dtype, x, calls)
+    names = {op.get_friendly_name(): str(op.get_rt_info()["originalLayersNames"].astype(str))
+             for op in compiled.get_runtime_model().get_ordered_ops()}
+    by_stage, by_op, by_layer = defaultdict(float), defaultdict(float), defaultdict(float)
+    for call in nodes:
+        for node, op, kernel, ms in call:
+            original = names.get(node, node)
+            by_stage[stage_of(original, stages)] += ms / calls
+            by_op[f"{op} ({kernel})"] += ms / calls
+            by_layer[(layer_name(original), op)] += ms / calls
+    return statistics.median(walls), dict(by_stage), dict(by_op), len(nodes[-1]), dict(by_layer)
 
 
 def convert(model: torch.nn.Module, shape: tuple[int, ...], dtype: str, calibration: list[torch.Tensor]):

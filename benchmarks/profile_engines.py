@@ -67,22 +67,36 @@ def ort_profile(onnx_model: bytes, x, iters: int) -> tuple[dict[str, float], int
     return {k: v / runs for k, v in by_op.items()}, calls // runs
 
 
-def ov_profile(ov_model, dtype: str, x, iters: int) -> tuple[dict[str, float], int]:
+def ov_counters(ov_model, dtype: str, x, iters: int):
+    """Compile ``ov_model`` as resnetkit's engine does, with OpenVINO's per-layer counters on; after 3 warm-up
+    calls, ``iters`` timed calls. Returns (compiled model, wall ms of each call, each call's executed nodes as
+    (node name, op type, kernel, ms))."""
+    import time
+
     from resnetkit.deploy.engines.openvino_engine import compile_config, compile_on_cpu
 
     compiled = compile_on_cpu(ov_model, {**compile_config(dtype), "PERF_COUNT": True})
     req = compiled.create_infer_request()
     for _ in range(3):
         req.infer(x.numpy())
-    by_op: dict[str, float] = defaultdict(float)
-    calls = 0
+    walls, nodes = [], []
     for _ in range(iters):
+        t = time.perf_counter()
         req.infer(x.numpy())
-        for info in req.get_profiling_info():
-            if info.real_time.total_seconds() > 0:
-                by_op[f"{info.node_type} ({info.exec_type})"] += info.real_time.total_seconds() * 1e3 / iters
-                calls += 1
-    return dict(by_op), calls // iters
+        walls.append((time.perf_counter() - t) * 1e3)
+        nodes.append([(i.node_name, i.node_type, i.exec_type, i.real_time.total_seconds() * 1e3)
+                      for i in req.get_profiling_info() if i.real_time.total_seconds() > 0])
+    return compiled, walls, nodes
+
+
+def ov_profile(ov_model, dtype: str, x, iters: int) -> tuple[dict[str, float], int]:
+    """({op type (kernel): ms per call}, executed nodes per call) from OpenVINO's counters."""
+    _, _, nodes = ov_counters(ov_model, dtype, x, iters)
+    by_op: dict[str, float] = defaultdict(float)
+    for call in nodes:
+        for _, op, kernel, ms in call:
+            by_op[f"{op} ({kernel})"] += ms / iters
+    return dict(by_op), len(nodes[-1])
 
 
 def static_ov_model(fast, shape: tuple[int, ...]):
